@@ -1,0 +1,36 @@
+# `make repro` and `make test` work on a fresh clone: both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Stage commands in dvc.yaml are `python -m ...`: the venv's bin must come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install repro test serve tensorboard plots clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+repro: install          ## run the whole pipeline (cached stages are skipped)
+	dvc repro
+
+test: install           ## unit, stage and end-to-end tests
+	$(BIN)/python -m pytest
+
+serve: install          ## serve the Prefect deployment finetune/main (needs PREFECT_API_URL)
+	$(BIN)/python -m flows.finetune serve
+
+tensorboard: install    ## watch training live on http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir logs/tensorboard --host 127.0.0.1 --port 6006
+
+plots: install          ## render dvc plots offline into dvc_plots/index.html
+	dvc plots show
+
+clean:                  ## remove pipeline outputs (the DVC cache keeps them)
+	rm -rf data models logs predictions reports plots

@@ -1,0 +1,113 @@
+"""Length-grouped batching over a tokenized split held as one flat token array.
+
+Rows of similar length share a batch, so padding (wasted compute) stays small while the
+order stays random: shuffle, cut into mega-batches, sort each mega-batch by length, cut
+into batches, shuffle the batches.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+MEGA_BATCH = 50  # batches per sorted mega-batch: larger = less padding, less randomness
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    """A split as flat token ids plus row offsets: batching is numpy slicing, no Python
+    objects per token, no tokenization after the tokenize stage."""
+
+    tokens: np.ndarray   # int32, every row's ids concatenated
+    offsets: np.ndarray  # int64, row i is tokens[offsets[i]:offsets[i + 1]]
+    labels: np.ndarray   # int64
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Token count of each row."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def split_from_dataset(split: datasets.Dataset) -> TokenizedSplit:
+    """Convert a tokenized `datasets` split (input_ids, label) to a `TokenizedSplit`."""
+    table = split.data.table
+    ids = table.column("input_ids").combine_chunks()
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    tokens = ids.values.to_numpy().astype(np.int32, copy=False)
+    return TokenizedSplit(tokens[offsets[0]:offsets[-1]], offsets - offsets[0],
+                          table.column("label").to_numpy().astype(np.int64))
+
+
+def load_splits(folder: str | Path) -> dict[str, TokenizedSplit]:
+    """Load every split written by the tokenize stage."""
+    dataset = datasets.load_from_disk(str(folder))
+    return {name: split_from_dataset(dataset[name]) for name in dataset}
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int,
+                           epoch: int) -> list[np.ndarray]:
+    """Random batches of similar-length rows; a new order per (seed, epoch).
+
+    The longest batch goes first so an out-of-memory error shows at step 0, not hours in.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    mega = batch_size * MEGA_BATCH
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start:start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    longest = int(np.argmax([lengths[b].max() for b in batches]))
+    batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def shard_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """This rank's share of a batch order; every rank gets the same number of batches
+    (the tail that does not divide evenly is dropped) so DDP all-reduces stay in step."""
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches in length order, for evaluation: the least padding, order irrelevant."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(split: TokenizedSplit, rows: np.ndarray, pad_id: int,
+            pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Pad the given rows to the batch's longest row (rounded up to a multiple, which
+    tensor cores like) and return input_ids, attention_mask, labels."""
+    lengths = split.lengths[rows]
+    width = int(lengths.max())
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (row, length) in enumerate(zip(rows, lengths)):
+        start = split.offsets[row]
+        ids[i, :length] = split.tokens[start:start + length]
+        mask[i, :length] = 1
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(split.labels[rows])}
+
+
+def iterate_batches(split: TokenizedSplit, batches: list[np.ndarray], pad_id: int,
+                    device: torch.device, pad_to_multiple_of: int = 1
+                    ) -> Iterator[dict[str, torch.Tensor]]:
+    """Collate and move batches to `device`; on CUDA via pinned memory, without blocking."""
+    cuda = device.type == "cuda"
+    for rows in batches:
+        batch = collate(split, rows, pad_id, pad_to_multiple_of)
+        if cuda:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        yield {k: v.to(device, non_blocking=cuda) for k, v in batch.items()}

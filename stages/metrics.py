@@ -1,0 +1,67 @@
+"""Classification metrics from logits, accumulated on the device.
+
+Running sums stay tensors on the model's device; reading them (`compute`) is the one host
+sync, done only at log steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Counts[true, predicted] as a (num_labels, num_labels) tensor on the inputs' device."""
+    flat = labels.long() * num_labels + preds.long()
+    return torch.bincount(flat, minlength=num_labels * num_labels).view(num_labels, num_labels)
+
+
+def scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 from a confusion matrix.
+
+    A class never predicted (or never present) scores 0 precision (recall), as in
+    scikit-learn's `zero_division=0`.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_pos = np.diag(confusion)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, actual, out=np.zeros_like(true_pos), where=actual > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(true_pos), where=both > 0)
+    total = confusion.sum()
+    return {"accuracy": float(true_pos.sum() / total) if total else 0.0,
+            "precision": float(precision.mean()), "recall": float(recall.mean()),
+            "f1": float(f1.mean())}
+
+
+class RunningMetrics:
+    """Loss and confusion counts summed on the device between log steps."""
+
+    def __init__(self, num_labels: int, device: torch.device):
+        self.num_labels = num_labels
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new window."""
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.confusion = torch.zeros(self.num_labels, self.num_labels, dtype=torch.int64,
+                                     device=self.device)
+
+    @torch.no_grad()
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one batch; `loss` is the batch mean. No host sync."""
+        self.loss_sum += loss.detach().double() * labels.numel()
+        self.confusion += confusion_matrix(logits.argmax(-1), labels, self.num_labels)
+
+    def compute(self) -> dict[str, float]:
+        """Mean loss and scores of the window so far, over all ranks (a host sync)."""
+        loss_sum, confusion = self.loss_sum.clone(), self.confusion.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(loss_sum)
+            torch.distributed.all_reduce(confusion)
+        confusion = confusion.cpu().numpy()
+        count = confusion.sum()
+        return {"loss": float(loss_sum.item() / count) if count else float("nan"),
+                **scores(confusion)}

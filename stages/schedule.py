@@ -1,0 +1,56 @@
+"""Step arithmetic and the optimizer: gradient accumulation, warmup/decay, AdamW groups.
+
+Kept apart from the loop so the off-by-one-prone parts have their own tests.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
+
+
+def steps_per_epoch(num_batches: int, accum: int) -> int:
+    """Optimizer steps in an epoch of `num_batches` micro-batches (a short last group
+    still steps, so no data is dropped)."""
+    return math.ceil(num_batches / accum)
+
+
+def accumulation(index: int, num_batches: int, accum: int) -> tuple[bool, float]:
+    """For micro-batch `index` of an epoch: (does the optimizer step after it, loss scale).
+
+    The scale is 1 / size of this micro-batch's group, so each optimizer step sees the
+    mean over its group even when the last group of the epoch is short.
+    """
+    group_start = index - index % accum
+    group_size = min(accum, num_batches - group_start)
+    update = (index + 1) % accum == 0 or index + 1 == num_batches
+    return update, 1.0 / group_size
+
+
+def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """LR multiplier: linear 0 -> 1 over the warmup steps, then linear 1 -> 0 at the end."""
+    warmup = int(round(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
+                    device: torch.device) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and norm weights; fused kernels on CUDA,
+    the multi-tensor (foreach) path elsewhere."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name.endswith(NO_DECAY) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=learning_rate, **fast)
