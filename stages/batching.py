@@ -37,7 +37,7 @@ class TokenizedSplit:
 
 def split_from_dataset(split: datasets.Dataset) -> TokenizedSplit:
     """Convert a tokenized `datasets` split (input_ids, label) to a `TokenizedSplit`."""
-    table = split.data.table
+    table = split.with_format("arrow")[:]  # honours a selection's indices mapping
     ids = table.column("input_ids").combine_chunks()
     offsets = ids.offsets.to_numpy().astype(np.int64)
     tokens = ids.values.to_numpy().astype(np.int32, copy=False)

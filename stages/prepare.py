@@ -63,9 +63,9 @@ def subsample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     if not max_rows or len(frame) <= max_rows:
         return frame
     share = max_rows / len(frame)
-    return (frame.groupby("label", group_keys=False)
-            .apply(lambda g: g.sample(max(3, round(len(g) * share)), random_state=seed))
-            .reset_index(drop=True))
+    parts = [group.sample(min(len(group), max(3, round(len(group) * share))), random_state=seed)
+             for _, group in frame.groupby("label", sort=True)]
+    return pd.concat(parts).reset_index(drop=True)
 
 
 def prepare_splits(raw: Path, cfg: Prepare) -> tuple[dict[str, pd.DataFrame], dict]:

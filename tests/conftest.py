@@ -1,0 +1,124 @@
+"""Shared fixtures: a tiny BERT built from a config, a tiny labelled data set, and a
+throw-away copy of the repository configured to use them (no network anywhere)."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+POSITIVE = ["good", "great", "excellent", "wonderful", "lovely", "superb", "brilliant"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor", "horrible"]
+FILLER = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "and", "a",
+          "story", "very", "ending", "cast"]
+
+
+def make_sentences(n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` short synthetic reviews, half positive, half negative, all distinct."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = len(rows) % 2
+        words = rng.sample(FILLER, rng.randint(2, 8))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label else NEGATIVE))
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            rows.append({"text": text, "label": "positive" if label else "negative"})
+    return pd.DataFrame(rows)
+
+
+def build_tiny_model(folder: Path, layers: int = 2, hidden: int = 32) -> Path:
+    """A random small BERT with a WordPiece vocab of the synthetic words, saved as an HF
+    folder (safetensors + fast tokenizer)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE + NEGATIVE + FILLER
+             + letters + [f"##{c}" for c in letters] + list(".,!?'"))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast.from_pretrained(folder)  # vocab_file= would mis-load in v5
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=hidden * 2,
+                        max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Path of a tiny pretrained-like BERT folder."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A folder with a 60-row CSV of synthetic reviews and a 20-row OOD JSONL."""
+    folder = tmp_path_factory.mktemp("tiny-data")
+    make_sentences(60, seed=1).to_csv(folder / "reviews.csv", index=False)
+    make_sentences(20, seed=2).to_json(folder / "ood.jsonl", orient="records", lines=True)
+    return folder
+
+
+def tiny_params(model: Path, data: Path) -> dict:
+    """params.yaml of the repo, pointed at the tiny model and data, with short training."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["fetch"].update(data=str(data / "reviews.csv"), model=str(model),
+                           ood={"synthetic": str(data / "ood.jsonl")})
+    params["tokenize"]["max_length"] = 16
+    params["train"].update(epochs=2, batch_size=8, learning_rate=1e-3, log_every=2,
+                           histogram_every=3, threads=1, warmup=0.1)
+    params["evaluate"]["batch_size"] = 16
+    return params
+
+
+REPO_FILES = ["stages", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config",
+              ".dvcignore", ".gitignore", "dvc_plots"]
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command with the venv's bin first on PATH; show its output on failure."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", **kwargs.pop("env", {})}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+def make_repo_copy(dest: Path, params: dict) -> Path:
+    """A git repository with the project's pipeline files and the given params."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__",
+                                                                              "index.html"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "config", "user.email", "test@example.com"], dest)
+    run(["git", "config", "user.name", "test"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "initial"], dest)
+    return dest
+
+
+@pytest.fixture
+def tiny_repo(tmp_path, tiny_model, tiny_data) -> Path:
+    """A fresh git+DVC copy of the repo configured for the tiny model and data."""
+    return make_repo_copy(tmp_path / "repo", tiny_params(tiny_model, tiny_data))

