@@ -6,8 +6,8 @@ in the order `dvc repro` itself would use, reports stages DVC skipped as
 `Cached`, and records the run with `dvc exp save` so `dvc exp show` and
 `dvc metrics diff` can compare it. Nothing here imports model code.
 
-    python -m flows.finetune [--learning-rate 3e-5] [--set train.epochs=1]  # one local run
-    python -m flows.finetune serve                                          # deployment finetune/main
+    python -m flows.finetune --learning-rate 3e-5 --set train.epochs=1   # one local run
+    python -m flows.finetune serve                    # serve the deployment finetune/main
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from dvc.repo import Repo
 from dvc.repo.reproduce import plan_repro
 from dvc.stage import PipelineStage
+from dvc.stage.utils import _get_stage_files
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -37,11 +38,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.representer import RoundTripRepresenter
 
 PARAMS_FILE = "params.yaml"
-# Output locations fixed by the pipeline's contract (DESIGN.md section 2).
-EVAL_METRICS = "metrics/eval.json"
-BASELINE_METRICS = "metrics/baseline.json"
-REPORT_HTML = "reports/report.html"
-MODEL_DIR = "models/finetuned"
+# What the summary artifact reads, as keys of params.yaml `paths:` (where the
+# pipeline declares its paths once), with DESIGN.md's locations as fallbacks.
+SUMMARY_PATHS = {
+    "eval_metrics": "metrics/eval.json",
+    "baseline_metrics": "metrics/baseline.json",
+    "reports": "reports",
+    "finetuned": "models/finetuned",
+}
+REPORT_FILE = "report.html"
 METRIC_COLUMNS = ("accuracy", "precision", "recall", "f1", "loss")
 ARTIFACT_KEY = "finetune-metrics"
 # Flow parameters that are shorthands for params.yaml keys.
@@ -67,9 +72,9 @@ class _FloatRepresenter(RoundTripRepresenter):
 
 
 def _represent_float(representer: RoundTripRepresenter, value: float) -> Any:
-    text = repr(value)
     if not math.isfinite(value):
         return RoundTripRepresenter.represent_float(representer, value)
+    text = repr(value)
     mantissa, _, exponent = text.partition("e")
     if exponent and "." not in mantissa:
         text = f"{mantissa}.0e{exponent}"
@@ -134,27 +139,37 @@ def apply_overrides(params_path: Path, overrides: dict[str, Any]) -> None:
     params_path.write_text(buffer.getvalue())
 
 
-def parse_set_option(items: list[str]) -> dict[str, Any]:
-    """Parse `KEY=VALUE` strings; VALUE is read as YAML, like `dvc exp run -S`."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-        parsed[key] = YAML(typ="safe").load(raw)
-    return parsed
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse `KEY=VALUE`; VALUE is read as YAML, like `dvc exp run -S`."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, YAML(typ="safe").load(raw)
 
 
-def pipeline_stages(repo: Path) -> list[str]:
-    """Names of the dvc.yaml stages, in the order `dvc repro` runs them."""
+def read_pipeline(repo: Path) -> tuple[list[str], list[str]]:
+    """The dvc.yaml stages in the order `dvc repro` runs them, and their git-side files.
+
+    The files (dvc.yaml, dvc.lock, code and params deps, outputs with
+    `cache: false` such as metrics) are what `dvc exp run` stages into an
+    experiment; `dvc exp save` alone would leave the untracked ones out, and
+    the experiment would have no metrics to show or diff. Paths are relative
+    to `repo`.
+    """
     with Repo(os.fspath(repo)) as dvc_repo:
-        # plan_repro is what `dvc repro` uses to order stages; .dvc files
-        # (tracked data) are not pipeline stages and have no command to run.
-        return [
-            stage.addressing
+        # plan_repro is how `dvc repro` orders stages; .dvc files (tracked
+        # data) are not pipeline stages and have no command to run.
+        stages = [
+            stage
             for stage in plan_repro(dvc_repo.index.graph)
             if isinstance(stage, PipelineStage)
         ]
+        files = {
+            os.path.relpath(os.path.abspath(path), repo)
+            for stage in stages
+            for path in _get_stage_files(stage)
+        }
+    return [stage.addressing for stage in stages], sorted(files)
 
 
 def _dvc_env() -> dict[str, str]:
@@ -168,7 +183,7 @@ def _dvc_env() -> dict[str, str]:
     return env
 
 
-def run_dvc(args: list[str], repo: Path, logger: logging.Logger | logging.LoggerAdapter) -> tuple[int, str]:
+def run_dvc(args: list[str], repo: Path, logger: logging.LoggerAdapter) -> tuple[int, str]:
     """Run `dvc <args>` in `repo`, logging its output line by line.
 
     Returns the exit code and the whole output (stdout and stderr merged, so
@@ -192,7 +207,9 @@ def run_dvc(args: list[str], repo: Path, logger: logging.Logger | logging.Logger
             line = line.rstrip()
             if line:
                 lines.append(line)
-                logger.info("%s", line)
+                # DVC's own errors stand out in the UI; the stage's are in the exception.
+                level = logging.ERROR if line.startswith("ERROR:") else logging.INFO
+                logger.log(level, "%s", line)
     return process.returncode, "\n".join(lines)
 
 
@@ -248,11 +265,19 @@ def _metric_rows(model: str, metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def summary_paths(repo: Path) -> dict[str, Path]:
+    """Absolute SUMMARY_PATHS, as declared in params.yaml `paths:` if it has them."""
+    params = YAML(typ="safe").load((repo / PARAMS_FILE).read_text()) or {}
+    declared = params.get("paths") or {}
+    return {key: repo / declared.get(key, default) for key, default in SUMMARY_PATHS.items()}
+
+
 def metrics_markdown(repo: Path, experiment: str, outcomes: dict[str, str]) -> str:
     """The run's summary: metrics table (with the baseline if any) and output locations."""
+    paths = summary_paths(repo)
     rows = []
-    for model, relpath in (("finetuned", EVAL_METRICS), ("baseline", BASELINE_METRICS)):
-        metrics = _read_metrics(repo / relpath)
+    for model, key in (("finetuned", "eval_metrics"), ("baseline", "baseline_metrics")):
+        metrics = _read_metrics(paths[key])
         if metrics is not None:
             rows += _metric_rows(model, metrics)
     header = ["model", "split", *METRIC_COLUMNS]
@@ -261,10 +286,9 @@ def metrics_markdown(repo: Path, experiment: str, outcomes: dict[str, str]) -> s
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     else:
-        lines.append(f"No metrics: `{EVAL_METRICS}` was not written.")
+        lines.append(f"No metrics: `{paths['eval_metrics']}` was not written.")
     lines += ["", "Stages: " + ", ".join(f"{name} ({state})" for name, state in outcomes.items())]
-    for label, relpath in (("Report", REPORT_HTML), ("Model", MODEL_DIR)):
-        path = repo / relpath
+    for label, path in (("Report", paths["reports"] / REPORT_FILE), ("Model", paths["finetuned"])):
         lines.append(f"{label}: `{path}`" + ("" if path.exists() else " (not produced)"))
     lines += [
         "",
@@ -283,7 +307,7 @@ def finetune(
     overrides: dict[str, Any] | None = None,
     repo: str | None = None,
 ) -> dict[str, str]:
-    """Run the DVC pipeline with params.yaml overrides; return each stage's outcome.
+    """Run the DVC pipeline with params.yaml overrides; return {stage: "ran" or "cached"}.
 
     Args:
         learning_rate: sets `train.learning_rate`.
@@ -301,7 +325,7 @@ def finetune(
     changes = collect_overrides(
         overrides, learning_rate=learning_rate, epochs=epochs, model=model, data=data
     )
-    stages = pipeline_stages(root)
+    stages, stage_files = read_pipeline(root)
     logger.info("Pipeline in %s: %s", root, " -> ".join(stages))
 
     params_path = root / PARAMS_FILE
@@ -312,7 +336,8 @@ def finetune(
     outcomes: dict[str, str] = {}
     try:
         for stage in stages:
-            outcomes[stage] = reproduce_stage(stage, root).name
+            state = reproduce_stage(stage, root)
+            outcomes[stage] = "cached" if state.name == "Cached" else "ran"
     except BaseException:
         # Leaving a rejected value in params.yaml would poison the next run
         # that does not override it.
@@ -322,7 +347,9 @@ def finetune(
         raise
 
     experiment = _experiment_name()
-    code, output = run_dvc(["exp", "save", "--name", experiment, "--force"], root, logger)
+    include = [arg for path in stage_files if (root / path).exists() for arg in ("-I", path)]
+    save = ["exp", "save", "--name", experiment, "--force", *include]
+    code, output = run_dvc(save, root, logger)
     if code != 0:
         raise RuntimeError(f"dvc exp save failed (exit code {code}):\n{output}")
     create_markdown_artifact(
@@ -355,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         choices=("run", "serve"),
         default="run",
-        help="run: one flow run now, in-process (no server needed; default). "
+        help="run (default): one flow run now, in this process; it reports to "
+        "PREFECT_API_URL if set, else to a temporary local server. "
         "serve: register deployment finetune/main and execute its runs, one at a time; "
         "the options below then become the deployment's default parameters.",
     )
@@ -366,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set",
         dest="overrides",
+        type=parse_assignment,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -384,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "model": args.model,
         "data": args.data,
-        "overrides": parse_set_option(args.overrides) or None,
+        "overrides": dict(args.overrides) or None,
         "repo": args.repo,
     }
     parameters = {key: value for key, value in parameters.items() if value is not None}
@@ -399,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     state = finetune(**parameters, return_state=True)
-    if state.is_failed():
-        log.error("flow run failed: %s", state.message)
+    if not state.is_completed():  # failed, crashed or cancelled
+        log.error("flow run %s: %s", state.name, state.message)
         return 1
     return 0
 

@@ -34,6 +34,13 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, rows: np.ndarray) -> TokenizedSplit:
+        """A new split of the given rows, in that order."""
+        pieces = [self.tokens[self.offsets[r]:self.offsets[r + 1]] for r in rows]
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+        tokens = np.concatenate(pieces) if pieces else self.tokens[:0]
+        return TokenizedSplit(tokens, offsets, self.labels[rows])
+
 
 def split_from_dataset(split: datasets.Dataset) -> TokenizedSplit:
     """Convert a tokenized `datasets` split (input_ids, label) to a `TokenizedSplit`."""

@@ -38,6 +38,7 @@ class Paths:
     tokenized: str = "data/tokenized"
     finetuned: str = "models/finetuned"
     tensorboard: str = "logs/tensorboard"
+    checkpoints: str = "checkpoints"
     predictions: str = "predictions"
     plots: str = "plots"
     reports: str = "reports"
@@ -45,6 +46,7 @@ class Paths:
     tokenize_metrics: str = "metrics/tokenize.json"
     train_metrics: str = "metrics/train.json"
     eval_metrics: str = "metrics/eval.json"
+    baseline_metrics: str = "metrics/baseline.json"
 
 
 @dataclass(frozen=True)
@@ -115,16 +117,21 @@ class Train:
     grad_accum_steps: int = 1
     precision: str = "fp32"
     seed: int = 42
-    log_every: int = 20
     eval_every: int = 0
-    histogram_every: int = 100
+    checkpoint_every: int = 200
     num_processes: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = "127.0.0.1:29500"
     threads: int = 0
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "grad_accum_steps", "log_every", "num_processes"):
+        for key in ("epochs", "batch_size", "grad_accum_steps", "num_processes", "nnodes"):
             _check(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
-        for key in ("eval_every", "histogram_every", "threads"):
+        _check(0 <= self.node_rank < self.nnodes, "train.node_rank", "in [0, train.nnodes)",
+               self.node_rank)
+        _check(":" in self.rdzv_endpoint, "train.rdzv_endpoint", "host:port", self.rdzv_endpoint)
+        for key in ("eval_every", "checkpoint_every", "threads"):
             _check(getattr(self, key) >= 0, f"train.{key}", "an integer >= 0 (0 = off/auto)",
                    getattr(self, key))
         _check(0 < self.learning_rate < 1, "train.learning_rate", "a float in (0, 1)",
@@ -139,6 +146,26 @@ class Train:
 
 
 @dataclass(frozen=True)
+class Tensorboard:
+    """What the train stage logs, and how often (in optimizer steps; 0 switches off)."""
+
+    log_every: int = 20
+    histogram_every: int = 100
+    weight_histograms: bool = True
+    pr_curves: bool = True
+    confusion_matrix: bool = True
+    mistakes: int = 20
+    embeddings: int = 256
+    hparams: bool = True
+
+    def validate(self) -> None:
+        _check(self.log_every >= 1, "tensorboard.log_every", "an integer >= 1", self.log_every)
+        for key in ("histogram_every", "mistakes", "embeddings"):
+            _check(getattr(self, key) >= 0, f"tensorboard.{key}", "an integer >= 0 (0 = off)",
+                   getattr(self, key))
+
+
+@dataclass(frozen=True)
 class Evaluate:
     """Evaluation batch size (larger than training: no gradients are kept)."""
 
@@ -146,6 +173,27 @@ class Evaluate:
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """TF-IDF + logistic regression: the bar the fine-tuned model has to clear."""
+
+    ngram_max: int = 2
+    min_df: int = 2
+    max_features: int = 0
+    c: float = 4.0
+    max_iter: int = 1000
+    seed: int = 42
+
+    def validate(self) -> None:
+        _check(1 <= self.ngram_max <= 5, "baseline.ngram_max", "an integer in [1, 5]",
+               self.ngram_max)
+        _check(self.min_df >= 1, "baseline.min_df", "an integer >= 1 (documents)", self.min_df)
+        _check(self.max_features >= 0, "baseline.max_features", ">= 0 (0 = no cap)",
+               self.max_features)
+        _check(self.c > 0, "baseline.c", "a float > 0", self.c)
+        _check(self.max_iter >= 1, "baseline.max_iter", "an integer >= 1", self.max_iter)
 
 
 @dataclass(frozen=True)
@@ -167,7 +215,9 @@ class Config:
     prepare: Prepare = field(default_factory=Prepare)
     tokenize: Tokenize = field(default_factory=Tokenize)
     train: Train = field(default_factory=Train)
+    tensorboard: Tensorboard = field(default_factory=Tensorboard)
     evaluate: Evaluate = field(default_factory=Evaluate)
+    baseline: Baseline = field(default_factory=Baseline)
     report: Report = field(default_factory=Report)
 
 

@@ -30,26 +30,33 @@ def load_classifier(folder: str | Path, labels: list[str] | None = None) -> PreT
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, split: TokenizedSplit, batch_size: int, pad_id: int,
-                   device: torch.device, amp: contextlib.AbstractContextManager | None = None
-                   ) -> torch.Tensor:
-    """Float32 logits for every row of `split`, in row order, on the CPU.
+                   device: torch.device, amp: contextlib.AbstractContextManager | None = None,
+                   embeddings: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits for every row of `split`, in row order, on the CPU; with
+    `embeddings`, also each row's sentence vector (the last layer's first token).
 
     Rows are batched in length order (least padding); the results are scattered back.
     """
     was_training = model.training
     model.eval()
     batches = sorted_batches(split.lengths, batch_size)
-    outputs = []
+    logits, vectors = [], []
     for batch in iterate_batches(split, batches, pad_id, device):
         with amp or contextlib.nullcontext():
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits
-        outputs.append(logits.float())
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_hidden_states=embeddings)
+        logits.append(out.logits.float().cpu())
+        if embeddings:
+            vectors.append(out.hidden_states[-1][:, 0].float().cpu())
     model.train(was_training)
     order = torch.from_numpy(np.concatenate(batches))
-    logits = torch.empty(len(split), outputs[0].shape[-1])
-    logits[order] = torch.cat(outputs).cpu()
-    return logits
+    result = torch.empty(len(split), logits[0].shape[-1])
+    result[order] = torch.cat(logits)
+    if not embeddings:
+        return result
+    pooled = torch.empty(len(split), vectors[0].shape[-1])
+    pooled[order] = torch.cat(vectors)
+    return result, pooled
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor | np.ndarray,

@@ -77,8 +77,9 @@ def tiny_params(model: Path, data: Path) -> dict:
     params["fetch"].update(data=str(data / "reviews.csv"), model=str(model),
                            ood={"synthetic": str(data / "ood.jsonl")})
     params["tokenize"]["max_length"] = 16
-    params["train"].update(epochs=2, batch_size=8, learning_rate=1e-3, log_every=2,
-                           histogram_every=3, threads=1, warmup=0.1)
+    params["train"].update(epochs=2, batch_size=8, learning_rate=1e-3, threads=1, warmup=0.1,
+                           checkpoint_every=4)
+    params["tensorboard"].update(log_every=2, histogram_every=3, embeddings=8, mistakes=5)
     params["evaluate"]["batch_size"] = 16
     return params
 

@@ -1,4 +1,4 @@
-"""Real Prefect processes for tests: a server, a served deployment, and cleanup.
+"""Real Prefect processes for tests: a server, `serve`, a worker, and their cleanup.
 
 Every process is started in its own session (process group) and carries a
 marker variable in its environment, so teardown can stop the whole group and
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +46,6 @@ def prefect_env(home: Path, marker: str, api_url: str | None = None) -> dict[str
         PREFECT_RUNNER_POLL_FREQUENCY="1",
         PREFECT_CLI_WRAP_LINES="false",
         DO_NOT_TRACK="1",
-        # Stage commands in the toy pipeline are `python -c`; keep them quick.
-        PYTHONDONTWRITEBYTECODE="1",
         **{MARKER_VAR: marker},
     )
     if api_url:
@@ -99,9 +97,12 @@ def stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
 
 def kill_marked(marker: str) -> None:
     """Kill what is left of our processes (e.g. a flow run in its own session)."""
+    own_group = os.getpgid(0)
     for pid in marked_pids(marker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            pgid = os.getpgid(pid)
+            if pgid != own_group:  # a CLI call run in pytest's own group: never the group
+                os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -120,7 +121,9 @@ def start_group(command: list[str], env: dict[str, str], cwd: Path, log: Path) -
         )
 
 
-def wait_until(check, timeout: float, what: str, process: subprocess.Popen, log: Path) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen, log: Path
+) -> None:
     """Poll `check()` until true; fail with the process's log if it dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -182,36 +185,60 @@ def prefect_server(tmp: Path) -> Iterator[PrefectServer]:
 
 
 @dataclass
-class Served:
-    """A running `flows.finetune serve` and the marker its processes carry."""
+class Client:
+    """A long-running Prefect client process (serve, worker) and its marker."""
 
     process: subprocess.Popen
     marker: str
 
 
 @contextlib.contextmanager
-def serving(server: PrefectServer, repo: Path, log: Path) -> Iterator[Served]:
-    """Run `python -m flows.finetune serve` in `repo` until finetune/main is registered.
+def client_process(
+    server: PrefectServer,
+    command: list[str],
+    cwd: Path,
+    log: Path,
+    ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+) -> Iterator[Client]:
+    """Run `command` against `server` until `ready()` is true.
 
-    On exit the serve group is stopped first (it needs the API to shut down),
-    then any flow run it left behind. Serve gets a marker of its own so the
-    sweep cannot hit the server.
+    On exit its group is stopped (before the server: it needs the API to shut
+    down cleanly), then any flow run it left behind. It gets a marker of its
+    own so that sweep cannot hit the server.
     """
     marker = uuid.uuid4().hex
-    env = {**server.env, MARKER_VAR: marker}
-    process = start_group([sys.executable, "-m", "flows.finetune", "serve"], env, repo, log)
+    env = {**server.env, **(env or {}), MARKER_VAR: marker}
+    process = start_group(command, env, cwd, log)
     try:
-        wait_until(
-            lambda: httpx.get(
-                f"{server.api_url}/deployments/name/finetune/main", timeout=2
-            ).is_success,
-            60,
-            "serve finetune/main",
-            process,
-            log,
-        )
-        yield Served(process, marker)
+        wait_until(ready, 60, " ".join(command), process, log)
+        yield Client(process, marker)
     finally:
         stop_group(process)
         # Prefect starts each flow run in a session of its own.
         kill_marked(marker)
+
+
+def serving(server: PrefectServer, repo: Path, log: Path):
+    """`python -m flows.finetune serve` in `repo`, once finetune/main is registered."""
+    return client_process(
+        server,
+        [sys.executable, "-m", "flows.finetune", "serve"],
+        repo,
+        log,
+        ready=lambda: httpx.get(
+            f"{server.api_url}/deployments/name/finetune/main", timeout=2
+        ).is_success,
+    )
+
+
+def worker(server: PrefectServer, pool: str, cwd: Path, log: Path):
+    """`prefect worker start --pool <pool>`, once the pool reports it online."""
+    return client_process(
+        server,
+        [str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool, "--name", "test-worker"],
+        cwd,
+        log,
+        ready=lambda: bool(server.api("POST", f"/work_pools/{pool}/workers/filter").json()),
+        env={"PREFECT_WORKER_QUERY_SECONDS": "1"},
+    )

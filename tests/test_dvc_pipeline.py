@@ -8,7 +8,7 @@ import yaml
 
 from tests.conftest import run
 
-ALL_STAGES = ["fetch", "prepare", "tokenize", "train", "evaluate", "report"]
+ALL_STAGES = ["fetch", "prepare", "tokenize", "train", "evaluate", "baseline", "report"]
 
 
 def ran(output: str) -> list[str]:

@@ -15,13 +15,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prefect_helpers import (
+from tests.prefect_helpers import (
     VENV_BIN,
     PrefectServer,
     group_alive,
@@ -30,11 +30,13 @@ from prefect_helpers import (
     prefect_env,
     prefect_server,
     serving,
+    worker,
 )
 
 from flows.finetune import apply_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass
@@ -48,7 +50,6 @@ class Pipeline:
     check_metrics: Callable[[dict[str, Any]], None]  # metrics/eval.json after that run
     bad_params: dict[str, Any]  # flow parameters a stage rejects...
     bad_message: str  # ...with this message
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # The stages are listed against their dependency order on purpose: the flow
@@ -59,17 +60,22 @@ stages:
     cmd: >-
       python -c "import json, pathlib;
       p = json.load(open('model.json'));
-      m = dict(accuracy=0.9, precision=0.8, recall=0.7, f1=0.75, loss=p['learning_rate'] * p['epochs']);
+      m = dict(accuracy=0.9, precision=0.8, recall=0.7, f1=0.75,
+      loss=p['learning_rate'] * p['epochs']);
       pathlib.Path('metrics').mkdir(exist_ok=True);
-      json.dump(dict(test=m, validation=m, ood=dict(tweets=m)), open('metrics/eval.json', 'w'))"
+      json.dump(dict(test=m, validation=m, ood=dict(tweets=m)),
+      open('metrics/eval.json', 'w'))"
     deps: [model.json]
-    metrics: [metrics/eval.json]
+    metrics:
+      - metrics/eval.json:
+          cache: false  # in git, like the real pipeline's metrics
   train:
     cmd: >-
       python -c "import json, sys, yaml;
       p = yaml.safe_load(open('params.yaml'))['train'];
       lr = p['learning_rate'];
-      isinstance(lr, float) and lr > 0 or sys.exit(f'train.learning_rate must be a float > 0, got {lr!r}');
+      isinstance(lr, float) and lr > 0
+      or sys.exit(f'train.learning_rate must be a float > 0, got {lr!r}');
       json.dump(p, open('model.json', 'w'))"
     deps: [data.json]
     params: [train]
@@ -96,7 +102,7 @@ train:
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, **kwargs):
     """Run a command, failing the test with its output if it fails."""
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{command} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
     return result
 
 
@@ -108,7 +114,10 @@ def dvc(*args: str, cwd: Path) -> str:
 def make_toy_repo(path: Path) -> Path:
     """A git + DVC project with the toy pipeline and a copy of flows/, committed."""
     path.mkdir()
-    shutil.copytree(REPO_ROOT / "flows", path / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO_ROOT / "flows", path / "flows", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(REPO_ROOT / "prefect.yaml", path)
     (path / "dvc.yaml").write_text(TOY_DVC_YAML)
     (path / "params.yaml").write_text(TOY_PARAMS)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
@@ -160,7 +169,9 @@ def served(server, pipeline_repo, tmp_path_factory):
     assert not marked_pids(handle.marker)
 
 
-def deployment_run(server: PrefectServer, params: dict[str, Any], name: str) -> tuple[int, str, float]:
+def deployment_run(
+    server: PrefectServer, params: dict[str, Any], name: str
+) -> tuple[int, str, float]:
     """`prefect deployment run finetune/main --watch`; exit code, output, seconds."""
     command = [
         str(VENV_BIN / "prefect"), "deployment", "run", "finetune/main",
@@ -175,21 +186,24 @@ def deployment_run(server: PrefectServer, params: dict[str, Any], name: str) -> 
 
 def flow_run(server: PrefectServer, name: str) -> dict[str, Any]:
     """The flow run called `name`."""
-    (found,) = server.api("POST", "/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
+    query = {"flow_runs": {"name": {"any_": [name]}}}
+    (found,) = server.api("POST", "/flow_runs/filter", json=query).json()
     return found
 
 
 def task_runs(server: PrefectServer, name: str) -> list[dict[str, Any]]:
     """Task runs of the flow run `name`, in the order they started."""
-    runs = server.api("POST", "/task_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
-    return sorted(runs, key=lambda run: run["start_time"] or "")
+    query = {"flow_runs": {"name": {"any_": [name]}}}
+    records = server.api("POST", "/task_runs/filter", json=query).json()
+    return sorted(records, key=lambda record: record["start_time"] or "")
 
 
-def flow_run_logs(server: PrefectServer, flow_run_id: str, expect: str, timeout: float = 15) -> str:
+def flow_run_logs(server: PrefectServer, flow_run_id: str, expect: str) -> str:
     """The run's log messages, waiting a little for `expect` (logs ship in batches)."""
-    deadline = time.monotonic() + timeout
+    query = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
+    deadline = time.monotonic() + 15
     while True:
-        logs = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+        logs = server.api("POST", "/logs/filter", json=query).json()
         text = "\n".join(log["message"] for log in logs)
         if expect in text or time.monotonic() > deadline:
             return text
@@ -227,26 +241,30 @@ def test_served_run_overrides_params_and_rerun_is_cached(server, served, pipelin
     code, output, _ = deployment_run(server, pipeline_repo.params, name)
     assert code == 0, output
 
-    runs = task_runs(server, name)
-    assert [run["name"] for run in runs] == pipeline_repo.stages
+    assert [record["name"] for record in task_runs(server, name)] == pipeline_repo.stages
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for key, value in pipeline_repo.expected_params.items():
         assert dotted(params, key) == value
     pipeline_repo.check_metrics(json.loads((repo / "metrics/eval.json").read_text()))
     assert json.loads(dvc("status", "--json", cwd=repo)) == {}
     assert name in dvc("exp", "list", "--name-only", cwd=repo).split()
-    assert "metrics/eval.json" in json.loads(dvc("metrics", "diff", "HEAD", name, "--json", cwd=repo))
-    artifacts = server.api(
-        "POST", "/artifacts/filter",
-        json={"artifacts": {"key": {"any_": ["finetune-metrics"]}}, "flow_runs": {"name": {"any_": [name]}}},
-    ).json()
+    # The experiment holds the metrics (a cache: false output), so runs compare.
+    diff = json.loads(dvc("metrics", "diff", "HEAD", name, "--json", cwd=repo))
+    assert diff["metrics/eval.json"]["test.loss"]["new"] == pytest.approx(
+        json.loads((repo / "metrics/eval.json").read_text())["test"]["loss"]
+    )
+    query = {
+        "artifacts": {"key": {"any_": ["finetune-metrics"]}},
+        "flow_runs": {"name": {"any_": [name]}},
+    }
+    artifacts = server.api("POST", "/artifacts/filter", json=query).json()
     assert len(artifacts) == 1 and "| finetuned | test |" in artifacts[0]["data"]
 
     again = unique("again")
     code, output, seconds = deployment_run(server, pipeline_repo.params, again)
     assert code == 0, output
     assert seconds < 30
-    states = {run["name"]: run["state"]["name"] for run in task_runs(server, again)}
+    states = {record["name"]: record["state"]["name"] for record in task_runs(server, again)}
     assert states == dict.fromkeys(pipeline_repo.stages, "Cached")
     assert json.loads(dvc("status", "--json", cwd=repo)) == {}
 
@@ -254,16 +272,17 @@ def test_served_run_overrides_params_and_rerun_is_cached(server, served, pipelin
 @pytest.mark.parametrize("case", ["stage rejects value", "unknown key"])
 def test_failed_run_fails_flow_with_the_error_in_its_logs(server, served, pipeline_repo, case):
     if case == "unknown key":
-        params, message = {"overrides": {"train.no_such_key": 1}}, "unknown params key 'train.no_such_key'"
+        params = {"overrides": {"train.no_such_key": 1}}
+        message = "unknown params key 'train.no_such_key'"
     else:
         params, message = pipeline_repo.bad_params, pipeline_repo.bad_message
     before = (pipeline_repo.path / "params.yaml").read_text()
     name = unique("bad")
     code, output, _ = deployment_run(server, params, name)
     assert code != 0, output
-    run_ = flow_run(server, name)
-    assert run_["state"]["type"] == "FAILED"
-    assert message in flow_run_logs(server, run_["id"], message)
+    record = flow_run(server, name)
+    assert record["state"]["type"] == "FAILED"
+    assert message in flow_run_logs(server, record["id"], message)
     # A rejected value is not left behind to poison the next run.
     assert (pipeline_repo.path / "params.yaml").read_text() == before
 
@@ -272,10 +291,10 @@ def test_local_run_needs_no_server(pipeline_repo, tmp_path):
     repo = pipeline_repo.path
     marker = uuid.uuid4().hex
     env = prefect_env(tmp_path / "home", marker)  # no PREFECT_API_URL: ephemeral mode
+    command = [sys.executable, "-m", "flows.finetune", "--epochs", "1", "--set", "fetch.data=x"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "flows.finetune", "--epochs", "1", "--set", "fetch.data=other-reviews"],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=180)
@@ -284,18 +303,59 @@ def test_local_run_needs_no_server(pipeline_repo, tmp_path):
     assert process.returncode == 0, output
     assert "Finished in state Completed()" in output
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["train"]["epochs"] == 1 and params["fetch"]["data"] == "other-reviews"
+    assert params["train"]["epochs"] == 1 and params["fetch"]["data"] == "x"
     assert json.loads(dvc("status", "--json", cwd=repo)) == {}
     # The temporary server Prefect started is gone with the run.
     assert not group_alive(process.pid)
     assert not marked_pids(marker)
 
 
-def test_processes_are_stopped_when_the_test_body_fails(pipeline_repo, tmp_path):
+def test_served_deployment_runs_one_at_a_time(server, served, pipeline_repo):
+    deployment = server.api("GET", "/deployments/name/finetune/main").json()
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    ids = [
+        server.api(
+            "POST", f"/deployments/{deployment['id']}/create_flow_run",
+            json={"name": unique("overlap"), "parameters": pipeline_repo.params},
+        ).json()["id"]
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while True:
+        records = [server.api("GET", f"/flow_runs/{id_}").json() for id_ in ids]
+        states = [record["state"]["type"] for record in records]
+        if TERMINAL.issuperset(states) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert states == ["COMPLETED", "COMPLETED"]
+    first, second = sorted(records, key=lambda record: record["start_time"])
+    assert second["start_time"] >= first["end_time"]
+
+
+def test_prefect_yaml_deploys_to_a_process_pool_and_nothing_outlives_a_failing_test(
+    pipeline_repo, tmp_path
+):
+    repo = pipeline_repo.path
+    prefect = str(VENV_BIN / "prefect")
     with pytest.raises(RuntimeError, match="test body failed"):
-        with prefect_server(tmp_path) as srv, serving(srv, pipeline_repo.path, tmp_path / "serve.log") as handle:
-            groups = [srv.process.pid, handle.process.pid]
-            markers = [srv.marker, handle.marker]
-            raise RuntimeError("test body failed")
+        with prefect_server(tmp_path) as srv:
+            groups, markers = [srv.process.pid], [srv.marker]
+            run([prefect, "work-pool", "create", "finetune", "--type", "process"], repo, srv.env)
+            run([prefect, "deploy", "--all", "--no-prompt"], repo, srv.env)
+            deployment = srv.api("GET", "/deployments/name/finetune/main").json()
+            assert deployment["global_concurrency_limit"]["limit"] == 1
+            (step,) = deployment["pull_steps"]
+            pull_dir = step["prefect.deployments.steps.set_working_directory"]["directory"]
+            assert pull_dir == str(repo)
+
+            with worker(srv, "finetune", tmp_path, tmp_path / "worker.log") as handle:
+                groups.append(handle.process.pid)
+                markers.append(handle.marker)
+                name = unique("pool")
+                code, output, _ = deployment_run(srv, pipeline_repo.params, name)
+                assert code == 0, output + (tmp_path / "worker.log").read_text()
+                stages = [record["name"] for record in task_runs(srv, name)]
+                assert stages == pipeline_repo.stages
+                raise RuntimeError("test body failed")
     assert not any(group_alive(pgid) for pgid in groups)
     assert not any(marked_pids(marker) for marker in markers)

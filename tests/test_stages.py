@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages import evaluate, fetch, prepare, report, tokenize, train
+from stages import baseline, evaluate, fetch, prepare, report, tokenize, train
 from stages.batching import load_splits
 from stages.config import Config, Paths, config_from_dict
 from stages.tblog import load_events
@@ -29,7 +29,7 @@ def run_dir(tmp_path_factory, tiny_model, tiny_data) -> tuple[Path, Config]:
     cfg = config_from_dict(params)
     fetch.fetch(cfg, cache=root / "cache")
     for stage in (prepare.prepare, tokenize.tokenize, train.train, evaluate.evaluate,
-                  report.report):
+                  baseline.baseline, report.report):
         stage(cfg)
     return root, cfg
 

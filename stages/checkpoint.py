@@ -1,0 +1,77 @@
+"""Training checkpoints that resume exactly, and are never resumed under other settings.
+
+A checkpoint holds model, optimizer, scheduler and grad-scaler states, the torch RNG state,
+the position in the (seeded, hence reproducible) batch order and the running figures. It
+carries a fingerprint of everything that shapes training; a mismatch discards it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stages.config import Config
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+# Settings that do not change the numbers a run produces, so a resume may differ in them.
+NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "threads", "nnodes", "node_rank", "rdzv_endpoint")
+
+
+def fingerprint(cfg: Config) -> str:
+    """Hash of the params, data and base model that determine training."""
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in NEUTRAL_TRAIN_KEYS}
+    parts = [json.dumps({"train": train, "labels": cfg.prepare.labels,
+                         "tensorboard": asdict(cfg.tensorboard)}, sort_keys=True)]
+    tokenized = Path(cfg.paths.tokenized)
+    parts += [p.read_text() for p in sorted(tokenized.glob("*/state.json"))]
+    base = Path(cfg.paths.base_model)
+    parts.append((base / "config.json").read_text())
+    parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(base.glob("*.safetensors"))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` atomically (a kill mid-write leaves the previous checkpoint intact)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / CHECKPOINT)
+
+
+def load_checkpoint(folder: str | Path, expected: str) -> dict[str, Any] | None:
+    """The checkpoint in `folder` if its fingerprint is `expected`; otherwise discard it.
+
+    Loaded with `weights_only=True`: tensors and plain containers only, no pickled code.
+    """
+    path = Path(folder) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: never fatal, never trusted
+        log.warning("discarding unreadable checkpoint %s: %s", path, err)
+        clear_checkpoints(folder)
+        return None
+    if state.get("fingerprint") != expected:
+        log.warning("discarding checkpoint %s: made under different params, data or model "
+                    "(fingerprint %s, now %s)", path, state.get("fingerprint"), expected)
+        clear_checkpoints(folder)
+        return None
+    return state
+
+
+def clear_checkpoints(folder: str | Path) -> None:
+    """Empty the checkpoint folder (kept as a folder: it is a persistent DVC output)."""
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)

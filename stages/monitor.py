@@ -1,0 +1,138 @@
+"""What the train stage shows in TensorBoard, and when; sits beside the loop, not in it.
+
+Every group is switchable and has its own interval (params `tensorboard:`). Everything
+here runs at log, histogram or evaluation steps only: the loop's hot path never waits.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on CI or servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from stages.config import Config  # noqa: E402
+from stages.tblog import MetricsWriter, to_numpy  # noqa: E402
+
+HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "weight_decay",
+               "grad_accum_steps", "precision", "seed", "max_grad_norm")
+LAYER = re.compile(r"^(?:[a-z_]+\.)?(embeddings|encoder\.layer\.\d+|pooler|classifier)")
+
+
+def layer_group(name: str) -> str:
+    """Histogram group of a parameter: embeddings, encoder.layer.N, pooler, classifier."""
+    match = LAYER.match(name)
+    return match.group(1) if match else name.split(".")[0]
+
+
+def grouped_parameters(model: torch.nn.Module, grads: bool) -> dict[str, torch.Tensor]:
+    """All weights (or gradients) of each layer group, flattened into one tensor."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, param in model.named_parameters():
+        value = param.grad if grads else param
+        if value is not None:
+            groups.setdefault(layer_group(name), []).append(value.detach().flatten())
+    return {group: torch.cat(values) for group, values in groups.items()}
+
+
+def confusion_figure(confusion: np.ndarray, labels: list[str], title: str):
+    """A labelled confusion-matrix heat map."""
+    fig, ax = plt.subplots(figsize=(3.2 + 0.4 * len(labels), 3 + 0.4 * len(labels)))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (i, j), count in np.ndenumerate(confusion):
+        ax.text(j, i, int(count), ha="center", va="center",
+                color="white" if count > confusion.max() / 2 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def mistakes_table(texts: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str],
+                   limit: int) -> str:
+    """Markdown table of the most confident wrong predictions."""
+    preds = probs.argmax(-1)
+    wrong = np.flatnonzero(preds != labels)
+    wrong = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:limit]
+    rows = ["| text | true | predicted | probability |", "|---|---|---|---:|"]
+    for i in wrong:
+        text = texts[i].replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| {text} | {names[labels[i]]} | {names[preds[i]]} | "
+                    f"{probs[i, preds[i]]:.3f} |")
+    return "\n".join(rows) if len(rows) > 2 else "no misclassified examples"
+
+
+class Monitor:
+    """Decides what goes to TensorBoard at each kind of step."""
+
+    def __init__(self, writer: MetricsWriter, cfg: Config, val_texts: list[str]):
+        self.writer, self.cfg, self.tb = writer, cfg, cfg.tensorboard
+        self.labels = cfg.prepare.labels
+        self.val_texts = val_texts
+
+    def start(self, step: int) -> None:
+        """The resolved config, as run, at the first step."""
+        resolved = {k: v for k, v in asdict(self.cfg).items() if k != "paths"}
+        self.writer.text("config", "```json\n" + json.dumps(resolved, indent=2) + "\n```", step)
+
+    def histograms_due(self, step: int) -> bool:
+        """Whether this optimizer step logs histograms."""
+        return bool(self.tb.histogram_every) and step % self.tb.histogram_every == 0
+
+    def histograms(self, step: int, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+                   lengths: np.ndarray, model: torch.nn.Module) -> None:
+        """The tutorial's batch histograms, sequence lengths, weights and gradients."""
+        self.writer.histograms({"input_ids": batch["input_ids"],
+                                "attention_mask": batch["attention_mask"],
+                                "logits": logits, "targets": batch["labels"],
+                                "sequence_length": lengths}, step)
+        if self.tb.weight_histograms:
+            for kind, grads in (("weights", False), ("gradients", True)):
+                groups = grouped_parameters(model, grads)
+                self.writer.histograms({f"{kind}/{g}": v for g, v in groups.items()}, step)
+
+    def evaluation(self, step: int, report: dict, logits: torch.Tensor,
+                   labels: np.ndarray) -> None:
+        """Validation scalars, PR curves, confusion image and the mistakes table."""
+        self.writer.scalars({k: v for k, v in report.items() if k != "count"}, step, "eval/")
+        probs = to_numpy(logits.softmax(-1))
+        if self.tb.pr_curves:
+            for i, name in enumerate(self.labels):
+                self.writer.pr_curve(f"pr/{name}", (labels == i).astype(int), probs[:, i], step)
+        if self.tb.confusion_matrix:
+            confusion = np.zeros((len(self.labels),) * 2, dtype=int)
+            np.add.at(confusion, (labels, probs.argmax(-1)), 1)
+            self.writer.figure("eval/confusion_matrix",
+                               confusion_figure(confusion, self.labels, f"step {step}"), step)
+        if self.tb.mistakes:
+            self.writer.text("eval/mistakes", mistakes_table(
+                self.val_texts, labels, probs, self.labels, self.tb.mistakes), step)
+
+    def final(self, step: int, reports: dict[str, dict]) -> None:
+        """Scores of every split at the end, and the run's params with them for HPARAMS."""
+        for split, report in reports.items():
+            self.writer.scalars({k: v for k, v in report.items() if k != "count"}, step,
+                                f"final_{split}/")
+        if self.tb.hparams:
+            params = {k: getattr(self.cfg.train, k) for k in HPARAM_KEYS}
+            params["max_length"] = self.cfg.tokenize.max_length
+            metrics = {f"hparam/{split}_{m}": report[m] for split, report in reports.items()
+                       for m in ("accuracy", "f1", "loss")}
+            self.writer.hparams(params, metrics, step)
+
+    def embeddings(self, step: int, vectors: torch.Tensor, labels: np.ndarray,
+                   preds: np.ndarray, rows: np.ndarray) -> None:
+        """Pooled sentence embeddings of validation rows, labelled, for the projector."""
+        metadata = [(self.labels[labels[i]], self.labels[preds[i]],
+                     self.val_texts[r].replace("\t", " ").replace("\n", " ")[:200])
+                    for i, r in enumerate(rows)]
+        self.writer.embedding(to_numpy(vectors), metadata, ("label", "predicted", "text"),
+                              step, "validation")

@@ -1,0 +1,192 @@
+"""The benchmark scripts: their pure helpers, and smoke runs so they cannot rot.
+
+The smoke runs go through the real command lines in subprocesses: the GPU script on the
+CPU with a tiny model, and Trainer-vs-ours on the tiny BERT with a tiny tokenized set.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from benchmarks import gpu_throughput as gpu
+from benchmarks import trainer_vs_ours as bench
+from tests.conftest import ROOT, make_sentences
+
+
+def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> args` from the repository root; show its output on failure."""
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{module} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+# --- trainer_vs_ours helpers --------------------------------------------------------------
+
+def test_rotated_order_gives_every_contender_each_position():
+    names = ["a", "b", "c"]
+    orders = [bench.rotated_order(names, r) for r in range(3)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert bench.rotated_order(names, 3) == names
+
+
+def test_train_subset_is_seeded_sorted_and_off_when_not_capping():
+    rows = bench.train_subset(100, 10, seed=1)
+    assert len(rows) == 10 and len(set(rows)) == 10 and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, bench.train_subset(100, 10, seed=1))
+    assert bench.train_subset(100, 0, seed=1) is None
+    assert bench.train_subset(100, 100, seed=1) is None
+
+
+def test_real_and_padded_tokens():
+    lengths = np.array([3, 5, 2, 4])
+    assert bench.real_tokens(lengths, epochs=2) == 28
+    batches = [np.array([0, 1]), np.array([2, 3])]
+    assert bench.padded_tokens(batches, lengths) == 2 * 5 + 2 * 4
+
+
+def fake_run(contender: str, sps: float, rss: float, acc: float) -> dict:
+    return {"contender": contender, "train_seconds": 100 / sps, "samples_per_second": sps,
+            "tokens_per_second": 20 * sps, "peak_rss_mib": rss, "test_accuracy": acc,
+            "padding_efficiency": 0.9, "load_average": 1.0, "torch_threads": 2}
+
+
+def fake_runs() -> list[dict]:
+    return [fake_run("ours", 100, 900, 0.824), fake_run("ours", 120, 950, 0.826),
+            fake_run("ours", 90, 920, 0.820),
+            fake_run("trainer-default", 60, 1000, 0.82), fake_run("trainer-default", 58, 990,
+                                                                  0.82),
+            fake_run("trainer-grouped", 110, 1010, 0.83)]
+
+
+def test_summarize_takes_medians_and_spread():
+    summary = bench.summarize(fake_runs())
+    assert list(summary) == ["ours", "trainer-default", "trainer-grouped"]
+    ours = summary["ours"]
+    assert ours["samples_per_second"] == 100 and ours["peak_rss_mib"] == 920
+    assert ours["test_accuracy"] == 0.824 and ours["runs"] == 3
+    assert (ours["samples_per_second_min"], ours["samples_per_second_max"]) == (90, 120)
+    assert summary["trainer-default"]["samples_per_second"] == 59
+
+
+def test_compare_and_targets():
+    ratios = bench.compare(bench.summarize(fake_runs()))
+    assert ratios["trainer-default"]["samples_per_second"] == pytest.approx(100 / 59)
+    assert ratios["trainer-grouped"]["peak_rss"] == pytest.approx(920 / 1010)
+    assert ratios["trainer-grouped"]["test_accuracy_points"] == pytest.approx(-0.6)
+    checks = {c["target"]: c["ok"] for c in bench.check_targets(ratios)}
+    assert checks["samples/s ours/trainer-default >= 1.3"]
+    assert not checks["samples/s ours/trainer-grouped >= 1.0"]
+    assert not checks["test accuracy ours - trainer-grouped >= -0.5 points"]
+    assert checks["peak RSS ours/trainer-grouped <= 1.0"]
+
+
+def test_format_report_has_every_contender_ratio_and_target():
+    runs = fake_runs()
+    summary = bench.summarize(runs)
+    ratios = bench.compare(summary)
+    text = bench.format_report(summary, ratios, bench.check_targets(ratios),
+                               bench.machine_info(runs))
+    for needle in ("ours", "trainer-default", "trainer-grouped", "1.69x", "[MISS]", "[PASS]",
+                   "load average", "100.0"):
+        assert needle in text
+
+
+def test_contender_list_is_checked():
+    assert bench.parse_contenders("ours, trainer-grouped") == ["ours", "trainer-grouped"]
+    with pytest.raises(Exception, match="unknown contender"):
+        bench.parse_contenders("ours,keras")
+
+
+# --- gpu_throughput helpers ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H200", 989.0), ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+    ("NVIDIA H100 NVL", 835.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0),
+    ("NVIDIA L4", 121.0), ("NVIDIA L40S", 362.0), ("NVIDIA A10G", 125.0),
+    ("NVIDIA GH200 480GB", 989.0), ("Tesla T4", None)])
+def test_peak_table_lookup(name, peak):
+    assert gpu.peak_tflops(name) == peak
+
+
+def test_step_flops_formula():
+    # 6 N T + 12 L H sum(len^2): two rows of 4 and 2 tokens, N = 10, L = 2, H = 3.
+    assert gpu.step_flops(10, 2, 3, np.array([4, 2])) == 6 * 10 * 6 + 12 * 2 * 3 * (16 + 4)
+
+
+def test_matmul_parameters_leave_out_embedding_tables():
+    model = torch.nn.Sequential(torch.nn.Embedding(100, 8), torch.nn.Linear(8, 2))
+    assert gpu.matmul_parameters(model) == 8 * 2 + 2
+
+
+def test_synthetic_split_lengths_in_range():
+    split = gpu.synthetic_split(50, 64, 30522, seed=0)
+    assert len(split) == 50 and split.lengths.min() >= 32 and split.lengths.max() <= 64
+    assert split.tokens.max() < 30522
+
+
+# --- smoke runs of the real command lines -------------------------------------------------
+
+def positive_numbers(row: dict, keys) -> None:
+    for key in keys:
+        assert isinstance(row[key], (int, float)) and row[key] > 0, (key, row[key])
+
+
+def test_gpu_throughput_smoke_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    result = run_module("benchmarks.gpu_throughput", "--device", "cpu", "--smoke",
+                        "--peak-tflops", "1", "--json", str(out), timeout=120)
+    assert "MFU" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["peak_bf16_tflops"] == 1.0
+    (row,) = report["results"]
+    positive_numbers(row, ("samples_per_second", "tokens_per_second",
+                           "model_tflops_per_second", "mfu", "mfu_padded", "final_loss"))
+    assert row["mfu"] <= row["mfu_padded"]  # padding only adds computed FLOPs
+
+
+@pytest.fixture
+def tiny_benchmark_params(tmp_path, tiny_model) -> Path:
+    """params.yaml pointing at the tiny model and a tokenized 60-row synthetic set."""
+    from stages.tokenize import load_tokenizer, tokenize_splits
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    frame = make_sentences(60, seed=3)
+    frame["label"] = (frame["label"] == "positive").astype("int64")
+    for name, rows in (("train", frame[:40]), ("validation", frame[40:50]),
+                       ("test", frame[50:])):
+        rows.reset_index(drop=True).to_parquet(prepared / f"{name}.parquet")
+    tokenized = tmp_path / "tokenized"
+    tokenize_splits(prepared, load_tokenizer(tiny_model), 16).save_to_disk(str(tokenized))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["paths"].update(base_model=str(tiny_model), prepared=str(prepared),
+                           tokenized=str(tokenized))
+    params["tokenize"]["max_length"] = 16
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_trainer_vs_ours_smoke_on_tiny_model(tmp_path, tiny_benchmark_params):
+    out = tmp_path / "bench.json"
+    result = run_module("benchmarks.trainer_vs_ours", "--params", str(tiny_benchmark_params),
+                        "--repeats", "1", "--epochs", "1", "--batch-size", "8",
+                        "--threads", "1", "--json", str(out))
+    assert "ours / ..." in result.stdout
+    report = json.loads(out.read_text())
+    assert sorted(run["contender"] for run in report["runs"]) == sorted(bench.DEFAULT_CONTENDERS)
+    for run in report["runs"]:
+        positive_numbers(run, ("train_seconds", "samples_per_second", "tokens_per_second",
+                               "peak_rss_mib", "padding_efficiency"))
+        assert run["samples"] == 40 and 0 <= run["test_accuracy"] <= 1
+        assert run["padding_efficiency"] <= 1 and run["torch_threads"] == 1
+    assert set(report["ratios"]) == {"trainer-default", "trainer-grouped"}
+    positive_numbers(report["ratios"]["trainer-grouped"], ("samples_per_second", "peak_rss"))
