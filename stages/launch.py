@@ -27,8 +27,8 @@ def needs_launch(cfg: Train) -> bool:
     return (cfg.num_processes > 1 or cfg.nnodes > 1) and "LOCAL_RANK" not in os.environ
 
 
-def torchrun_command(cfg: Train, argv: list[str]) -> list[str]:
-    """The torchrun command line that runs `python -m stages.train <argv>` on every rank."""
+def torchrun_command(cfg: Train, argv: list[str], module: str = "stages.train") -> list[str]:
+    """The torchrun command line that runs `python -m <module> <argv>` on every rank."""
     cmd = [sys.executable, "-m", "torch.distributed.run",
            f"--nproc-per-node={cfg.num_processes}", "--max-restarts=0"]
     if cfg.nnodes == 1:
@@ -36,7 +36,7 @@ def torchrun_command(cfg: Train, argv: list[str]) -> list[str]:
     else:
         cmd += [f"--nnodes={cfg.nnodes}", f"--node-rank={cfg.node_rank}",
                 "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
-    return cmd + ["-m", "stages.train", *argv]
+    return cmd + ["-m", module, *argv]
 
 
 def launch_distributed(cfg: Train, argv: list[str] | None = None) -> None:

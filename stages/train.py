@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -250,6 +251,9 @@ class Trainer:
             last = self.window.flush(self.runtime)
             last["learning_rate"] = self.optim.scheduler.get_last_lr()[0]
             self.monitor.writer.scalars(last, step, "train/")
+            if self.runtime.device.type == "cuda":
+                self.monitor.writer.scalars({"gpu_memory_gb": torch.cuda.max_memory_allocated(
+                    self.runtime.device) / 2**30}, step, "system/")
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}")
             self.progress.last = last
         at_epoch_end = index == len(batches) - 1
@@ -368,6 +372,9 @@ def train(cfg: Config) -> None:
         launch_distributed(cfg.train)
         return
     runtime = init_runtime(cfg.train.threads)
+    if not runtime.is_main:  # one voice: rank 0 logs progress, the others only warnings
+        logging.getLogger().setLevel(logging.WARNING)
+        transformers.logging.set_verbosity_error()
     try:
         trainer, tokenizer = build_trainer(cfg, runtime)
         log.info("training %s (%.1fM parameters) on %s x%d, %s, %d steps", cfg.paths.base_model,

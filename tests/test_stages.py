@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +19,7 @@ from stages import baseline, evaluate, fetch, prepare, report, tokenize, train
 from stages.batching import load_splits
 from stages.config import Config, Paths, config_from_dict
 from stages.tblog import load_events
-from tests.conftest import tiny_params
+from tests.conftest import BIN, tiny_params
 
 TUTORIAL_SCALARS = {"train/loss", "train/accuracy", "train/learning_rate", "eval/loss",
                     "eval/accuracy"}
@@ -115,3 +121,72 @@ def test_runs_are_deterministic(run_dir, tmp_path):
     first = load_file(Path(cfg.paths.finetuned) / "model.safetensors")
     second = load_file(tmp_path / "m" / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_tensorboard_has_every_tag_group_with_increasing_steps(run_dir):
+    _, cfg = run_dir
+    acc = load_events(cfg.paths.tensorboard)
+    tags = acc.Tags()
+    scalars, histograms = set(tags["scalars"]), set(tags["histograms"])
+    assert {"train/grad_norm", "train/samples_per_second", "train/tokens_per_second",
+            "train/padding_efficiency", "train/epoch", "eval/f1"} <= scalars
+    assert {"final_test/accuracy", "final_validation/f1", "final_ood_synthetic/accuracy"} <= scalars
+    assert {"sequence_length", "weights/embeddings", "weights/classifier",
+            "gradients/encoder.layer.0", "gradients/classifier"} <= histograms
+    assert {"pr/positive", "pr/negative", "config/text_summary",
+            "eval/mistakes/text_summary"} <= set(tags["tensors"])
+    assert tags["images"] == ["eval/confusion_matrix"]
+    for tag in tags["scalars"]:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps == sorted(set(steps)), tag
+    for tag in tags["histograms"]:
+        steps = [e.step for e in acc.Histograms(tag)]
+        assert steps == sorted(set(steps)) and steps == [3, 6, 9, 12], tag
+    projector = (Path(cfg.paths.tensorboard) / "projector_config.pbtxt").read_text()
+    assert 'metadata_path: "00012/validation/metadata.tsv"' in projector
+    metadata = (Path(cfg.paths.tensorboard) / "00012/validation/metadata.tsv").read_text()
+    assert metadata.splitlines()[0] == "label\tpredicted\ttext" and len(metadata.splitlines()) == 7
+
+
+def test_hparams_run_has_final_metrics(run_dir):
+    _, cfg = run_dir
+    acc = load_events(Path(cfg.paths.tensorboard) / "hparams")
+    assert {"hparam/test_accuracy", "hparam/validation_f1"} <= set(acc.Tags()["scalars"])
+    plugins = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugins)
+
+
+def test_tensorboard_serves_the_logs_on_loopback(run_dir):
+    _, cfg = run_dir
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", cfg.paths.tensorboard,
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        runs = get_json(f"http://127.0.0.1:{port}/data/runs", deadline=60)
+        assert "." in runs and "hparams" in runs
+        tags = get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", deadline=10)
+        assert "train/loss" in tags["."] and "eval/accuracy" in tags["."]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, deadline: float):
+    """GET `url` as JSON, retrying until the server is up or `deadline` seconds pass."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)

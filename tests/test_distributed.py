@@ -1,0 +1,73 @@
+"""DDP through torchrun on CPU (gloo, 2 processes), and mixed precision on CPU."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import fetch, prepare, tokenize, train
+from stages.config import config_from_dict
+from stages.launch import torchrun_command
+from stages.tblog import load_events
+from tests.conftest import ROOT, tiny_params
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model, tiny_data):
+    """Tokenized tiny data in a folder, and a params file for 2-process training."""
+    root = tmp_path_factory.mktemp("ddp")
+    params = tiny_params(tiny_model, tiny_data)
+    params["paths"] = {k: str(root / v) for k, v in params["paths"].items()}
+    params["train"].update(num_processes=2, batch_size=4)  # effective batch 8, as single
+    cfg = config_from_dict(params)
+    fetch.fetch(cfg, cache=root / "cache")
+    prepare.prepare(cfg)
+    tokenize.tokenize(cfg)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, cfg
+
+
+def test_two_gloo_processes_train_one_model_and_one_log(prepared):
+    root, cfg = prepared
+    result = subprocess.run([sys.executable, "-m", "stages.train", "--params",
+                             str(root / "params.yaml")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(Path(cfg.paths.train_metrics).read_text())
+    assert figures["world_size"] == 2
+    assert figures["steps"] == 12  # 48 rows / (4 per rank x 2 ranks) x 2 epochs
+    events = list(Path(cfg.paths.tensorboard).glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    steps = [e.step for e in load_events(cfg.paths.tensorboard).Scalars("train/loss")]
+    assert steps == [2, 4, 6, 8, 10, 12]
+    assert (Path(cfg.paths.finetuned) / "model.safetensors").is_file()
+    assert result.stderr.count("step 12/12 validation") == 1  # rank 0 speaks alone
+
+
+def test_a_failing_rank_stops_the_whole_run(prepared):
+    root, cfg = prepared
+    cmd = torchrun_command(cfg.train, ["--params", str(root / "params.yaml")],
+                           module="tests.ddp_fail_worker")
+    start = time.monotonic()
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert time.monotonic() - start < 60
+    assert "injected failure on rank 1" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_cpu(prepared, tmp_path, precision):
+    _, cfg = prepared
+    paths = replace(cfg.paths, finetuned=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
+                    train_metrics=str(tmp_path / "t.json"), checkpoints=str(tmp_path / "c"))
+    train.train(replace(cfg, paths=paths, train=replace(cfg.train, num_processes=1,
+                                                        precision=precision)))
+    figures = json.loads((tmp_path / "t.json").read_text())
+    assert figures["precision"] == precision and figures["steps"] == 24
+    assert figures["final_train_loss"] == pytest.approx(0.69, abs=0.1)
