@@ -21,8 +21,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from stages.cli import run_stage
 from stages.config import Baseline, Config
 from stages.errors import StageError
-from stages.evaluate import nest_results
-from stages.metrics import scores
+from stages.metrics import nest_results, scores
 from stages.outputs import write_json
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,17 @@ import yaml
 
 PARAMS_FILE = "params.yaml"
 OOD_PREFIX = "ood_"  # split name of out-of-domain set <name>: ood_<name>
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-05` (no dot) as a string; DVC and ruamel write floats that way,
+    so `dvc exp run -S train.learning_rate=3e-5` must still give a number."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 class ConfigError(ValueError):
@@ -274,7 +286,7 @@ def load_config(path: str | Path = PARAMS_FILE) -> Config:
     if not path.is_file():
         raise ConfigError(f"params file {path} not found (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=ParamsLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     try:

@@ -13,8 +13,9 @@ import torch
 
 from stages.batching import TokenizedSplit, load_splits
 from stages.cli import run_stage
-from stages.config import OOD_PREFIX, Config
+from stages.config import Config
 from stages.inference import classification_report, load_classifier, predict_logits
+from stages.metrics import nest_results
 from stages.outputs import atomic_dir, write_json
 from stages.runtime import init_runtime
 from stages.tokenize import load_tokenizer
@@ -33,17 +34,6 @@ def predictions_frame(texts: pd.Series, split: TokenizedSplit, logits: torch.Ten
     for i, name in enumerate(labels):
         frame[f"prob_{name}"] = probs[:, i]
     return frame
-
-
-def nest_results(results: dict[str, dict]) -> dict:
-    """{"validation": .., "test": .., "ood": {"<set>": ..}} from flat split names."""
-    nested: dict = {"ood": {}}
-    for name, scores in results.items():
-        if name.startswith(OOD_PREFIX):
-            nested["ood"][name.removeprefix(OOD_PREFIX)] = scores
-        else:
-            nested[name] = scores
-    return nested
 
 
 def evaluate(cfg: Config) -> None:

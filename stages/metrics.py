@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stages.config import OOD_PREFIX
+
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     """Counts[true, predicted] as a (num_labels, num_labels) tensor on the inputs' device."""
@@ -65,3 +67,14 @@ class RunningMetrics:
         count = confusion.sum()
         return {"loss": float(loss_sum.item() / count) if count else float("nan"),
                 **scores(confusion)}
+
+
+def nest_results(results: dict[str, dict]) -> dict:
+    """{"validation": .., "test": .., "ood": {"<set>": ..}} from flat split names."""
+    nested: dict = {"ood": {}}
+    for name, scores in results.items():
+        if name.startswith(OOD_PREFIX):
+            nested["ood"][name.removeprefix(OOD_PREFIX)] = scores
+        else:
+            nested[name] = scores
+    return nested

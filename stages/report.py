@@ -59,13 +59,15 @@ def load_run(paths: Paths) -> RunData:
     files = [Path(paths.raw_data) / SOURCE_FILE, paths.prepare_metrics, paths.tokenize_metrics,
              paths.train_metrics, paths.eval_metrics, paths.baseline_metrics, predictions]
     missing = [str(f) for f in files if not Path(f).is_file()]
+    missing += [] if Path(paths.tensorboard).is_dir() else [paths.tensorboard]
     if missing:
         raise StageError(f"the report needs {', '.join(missing)}: run the stages before it")
     return RunData(*(read_json(f) for f in files[:-1]), read_scalars(paths.tensorboard),
-                   pd.read_csv(predictions, keep_default_na=False))
+                   pd.read_csv(predictions, keep_default_na=False,
+                               dtype={"text": str, "label": str, "predicted": str}))
 
 
-def fmt(value, digits: int = 4) -> str:
+def fmt(value, digits: int | None = 4) -> str:
     """A table cell: ints with thousands separators, floats with `digits` decimals (None for
     `.6g`), MISSING for None."""
     if value is None:
@@ -268,7 +270,7 @@ def mistakes_table(predictions: pd.DataFrame, count: int) -> Table:
 
 
 def errors_section(run: RunData, cfg: Config, pr: list[dict], roc: list[dict],
-                 curve: str) -> Section:
+                   curve: str) -> Section:
     """Confusion matrix, PR and ROC curves, and the most confident mistakes on test."""
     labels = cfg.prepare.labels
     mistakes = mistakes_table(run.predictions, cfg.report.mistakes)

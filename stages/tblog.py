@@ -35,8 +35,9 @@ class MetricsWriter:
 
     def __init__(self, logdir: str | Path, enabled: bool = True, purge_step: int | None = None):
         self.logdir = Path(logdir)
-        self.writer = (SummaryWriter(str(logdir), flush_secs=10, purge_step=purge_step)
-                       if enabled else None)
+        self.segment = 0
+        self.writer = (SummaryWriter(str(logdir), flush_secs=10, purge_step=purge_step,
+                                     filename_suffix=".0") if enabled else None)
 
     def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
         """One `add_scalar` per key: tag = prefix + key."""
@@ -78,6 +79,19 @@ class MetricsWriter:
         if self.writer:
             self.writer.add_embedding(vectors, metadata=[list(m) for m in metadata],
                                       metadata_header=list(header), global_step=step, tag=tag)
+
+    def flush(self) -> None:
+        """Make everything logged so far durable, before a checkpoint: a resume starts the
+        log right after the checkpoint's step, so nothing before it may be lost.
+
+        tensorboardX writes from a queue in a thread, and its flush() does not drain that
+        queue; close() does. So close, and continue in a new event file of the same run.
+        """
+        if self.writer:
+            self.writer.close()
+            self.segment += 1
+            self.writer = SummaryWriter(str(self.logdir), flush_secs=10,
+                                        filename_suffix=f".{self.segment}")
 
     def close(self) -> None:
         """Flush and close the event file."""

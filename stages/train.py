@@ -283,6 +283,7 @@ class Trainer:
         self.progress.checkpoint_step = self.progress.step
         if not self.runtime.is_main:
             return
+        self.monitor.writer.flush()
         save_checkpoint(self.cfg.paths.checkpoints, {
             "fingerprint": self.fingerprint, "model": self.module.state_dict(),
             "optimizer": self.optim.optimizer.state_dict(),

@@ -55,7 +55,8 @@ def test_real_and_padded_tokens():
 def fake_run(contender: str, sps: float, rss: float, acc: float) -> dict:
     return {"contender": contender, "train_seconds": 100 / sps, "samples_per_second": sps,
             "tokens_per_second": 20 * sps, "peak_rss_mib": rss, "test_accuracy": acc,
-            "padding_efficiency": 0.9, "load_average": 1.0, "torch_threads": 2}
+            "padding_efficiency": 0.9, "load_average": 1.0, "torch_threads": 2,
+            "cpu_share": 0.95}
 
 
 def fake_runs() -> list[dict]:

@@ -46,3 +46,12 @@ def test_load_config_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("text", ["3e-05", "3E-5", "1.0e-4", "2e+3"])
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text):
+    """DVC (`dvc exp run -S train.learning_rate=3e-5`) writes 3e-05, which plain YAML 1.1
+    reads as a string."""
+    path = tmp_path / "params.yaml"
+    path.write_text(f"train:\n  weight_decay: {text}\n")
+    assert load_config(path).train.weight_decay == float(text)

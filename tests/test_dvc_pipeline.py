@@ -6,9 +6,9 @@ import re
 
 import yaml
 
-from tests.conftest import run
+from tests.conftest import ROOT, run
 
-ALL_STAGES = ["fetch", "prepare", "tokenize", "train", "evaluate", "baseline", "report"]
+STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 
 def ran(output: str) -> list[str]:
@@ -16,15 +16,9 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
 
-def set_param(repo, section, key, value):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def test_repro_is_cached_and_comparable(tiny_repo):
+def test_repro_is_cached_and_experiments_compare(tiny_repo):
     first = run(["dvc", "repro"], tiny_repo)
-    assert ran(first.stdout) == ALL_STAGES
+    assert sorted(ran(first.stdout)) == sorted(STAGES)
     for path in ["models/finetuned/model.safetensors", "metrics/eval.json", "reports/report.md",
                  "logs/tensorboard", "dvc.lock"]:
         assert (tiny_repo / path).exists(), path
@@ -34,29 +28,21 @@ def test_repro_is_cached_and_comparable(tiny_repo):
 
     run(["git", "add", "-A"], tiny_repo)
     run(["git", "commit", "-qm", "baseline run"], tiny_repo)
-    set_param(tiny_repo, "train", "learning_rate", 1e-5)
-    changed = run(["dvc", "repro"], tiny_repo)
-    assert ran(changed.stdout) == ["train", "evaluate", "report"]
+    exp = run(["dvc", "exp", "run", "-S", "train.learning_rate=1e-5"], tiny_repo)
+    assert ran(exp.stdout) == ["train", "evaluate", "report"]
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], tiny_repo).stdout)
     loss = diff["metrics/eval.json"]["test.loss"]
     assert loss["old"] != loss["new"] and loss["diff"] == loss["new"] - loss["old"]
     params = json.loads(run(["dvc", "params", "diff", "--json"], tiny_repo).stdout)
     lr = params["params.yaml"]["train.learning_rate"]
     assert (lr["old"], lr["new"]) == (1e-3, 1e-5)
-
-
-def test_exp_run_reruns_only_train_and_after(tiny_repo):
-    run(["dvc", "repro"], tiny_repo)
-    run(["git", "add", "-A"], tiny_repo)
-    run(["git", "commit", "-qm", "run"], tiny_repo)
-    exp = run(["dvc", "exp", "run", "-S", "train.learning_rate=3e-4"], tiny_repo)
-    assert ran(exp.stdout) == ["train", "evaluate", "report"]
-    shown = run(["dvc", "exp", "show", "--json"], tiny_repo).stdout
-    assert "0.0003" in shown
+    assert "1e-05" in run(["dvc", "exp", "show", "--json"], tiny_repo).stdout
 
 
 def test_unknown_param_key_stops_with_one_message_and_no_outputs(tiny_repo):
-    set_param(tiny_repo, "train", "learning_rat", 0.1)
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    params["train"]["learning_rat"] = 0.1
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], tiny_repo, check=False)
     assert result.returncode != 0
     assert "unknown key 'train.learning_rat'" in result.stderr + result.stdout

@@ -1,70 +1,73 @@
 """Faults: a training run killed with SIGKILL resumes from its checkpoint through
-`dvc repro` and ends with the same metrics as an uninterrupted run; reruns repeat exactly."""
+`dvc repro` and ends with the same model and metrics as an uninterrupted run; forced
+reruns repeat exactly; a checkpoint from other settings is never resumed."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
+from stages.checkpoint import CHECKPOINT, fingerprint, load_checkpoint, save_checkpoint
+from stages.config import config_from_dict
+from stages.tblog import load_events
 from tests.conftest import BIN, make_repo_copy, run, tiny_params
 
-LONG = {"epochs": 12, "checkpoint_every": 10}  # 72 steps: time to kill it mid-run
+MODEL = "models/finetuned/model.safetensors"
 
 
-def long_params(tiny_model, tiny_data):
-    params = tiny_params(tiny_model, tiny_data)
-    params["train"].update(LONG)
-    return params
-
-
-def kill_after_first_checkpoint(repo) -> None:
-    """Start `dvc repro`, SIGKILL its whole process group once a checkpoint exists."""
+def kill_after_first_checkpoint(repo, *args: str) -> None:
+    """Start `dvc repro <args>`, SIGKILL its process group once a checkpoint exists."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, start_new_session=True,
+    proc = subprocess.Popen(["dvc", "repro", *args], cwd=repo, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not (repo / "checkpoints" / "checkpoint.pt").exists():
+        while not (repo / "checkpoints" / CHECKPOINT).exists():
             assert proc.poll() is None, "training finished before a checkpoint was seen"
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not (repo / "models" / "finetuned").exists()
 
 
-def test_killed_training_resumes_to_the_same_metrics(tmp_path, tiny_model, tiny_data):
-    params = long_params(tiny_model, tiny_data)
-    killed = make_repo_copy(tmp_path / "killed", params)
-    kill_after_first_checkpoint(killed)
-    resumed = run(["dvc", "repro"], killed)
-    assert "resuming from the checkpoint at step" in resumed.stderr
+def test_killed_training_resumes_exactly_and_reruns_repeat(tmp_path, tiny_model, tiny_data):
+    params = tiny_params(tiny_model, tiny_data)
+    params["train"].update(epochs=8, checkpoint_every=10)  # 48 steps: time to kill it
+    repo = make_repo_copy(tmp_path / "repo", params)
+    run(["dvc", "repro"], repo)
+    model, metrics = (repo / MODEL).read_bytes(), (repo / "metrics/eval.json").read_bytes()
 
-    clean = make_repo_copy(tmp_path / "clean", params)
-    run(["dvc", "repro"], clean)
-    assert (killed / "metrics/eval.json").read_bytes() == (clean / "metrics/eval.json").read_bytes()
-    assert not list((killed / "checkpoints").iterdir())  # cleared once training finished
+    kill_after_first_checkpoint(repo, "--force", "--single-item", "train")
+    resumed = run(["dvc", "repro"], repo)
+    assert "resuming from the checkpoint at step 10" in resumed.stderr
+    assert (repo / MODEL).read_bytes() == model
+    assert (repo / "metrics/eval.json").read_bytes() == metrics
+    assert not list((repo / "checkpoints").iterdir())  # cleared once training finished
+    steps = [e.step for e in load_events(repo / "logs/tensorboard").Scalars("train/loss")]
+    assert steps == list(range(2, 49, 2))  # no duplicated or missing steps
 
-    from stages.tblog import load_events
-    steps = [e.step for e in load_events(killed / "logs/tensorboard").Scalars("train/loss")]
-    assert steps == sorted(set(steps)) and steps[-1] == 72
-
-
-def test_checkpoint_from_other_params_is_discarded(tmp_path, tiny_model, tiny_data):
-    repo = make_repo_copy(tmp_path / "repo", long_params(tiny_model, tiny_data))
-    kill_after_first_checkpoint(repo)
-    text = (repo / "params.yaml").read_text().replace("learning_rate: 0.001",
-                                                      "learning_rate: 0.002")
-    (repo / "params.yaml").write_text(text)
-    result = run(["dvc", "repro"], repo)
-    assert "discarding checkpoint" in result.stderr
-    assert "resuming" not in result.stderr
+    run(["dvc", "repro", "--force"], repo)
+    assert (repo / "metrics/eval.json").read_bytes() == metrics
 
 
-def test_forced_reruns_give_identical_metrics(tiny_repo):
-    run(["dvc", "repro"], tiny_repo)
-    first = (tiny_repo / "metrics/eval.json").read_bytes()
-    run(["dvc", "repro", "--force"], tiny_repo)
-    assert (tiny_repo / "metrics/eval.json").read_bytes() == first
+def test_checkpoint_from_other_settings_is_discarded(tmp_path, tiny_model, tiny_data, caplog):
+    params = tiny_params(tiny_model, tiny_data)
+    params["paths"] = {k: str(tmp_path / v) for k, v in params["paths"].items()}
+    params["paths"]["base_model"] = str(tiny_model)
+    (tmp_path / "data/tokenized/train").mkdir(parents=True)
+    (tmp_path / "data/tokenized/train/state.json").write_text('{"_fingerprint": "abc"}')
+    cfg = config_from_dict(params)
+    same = replace(cfg, train=replace(cfg.train, threads=2, checkpoint_every=7))
+    other = replace(cfg, train=replace(cfg.train, learning_rate=2e-3))
+    assert fingerprint(same) == fingerprint(cfg) != fingerprint(other)
+
+    save_checkpoint(cfg.paths.checkpoints, {"fingerprint": fingerprint(cfg), "progress": {}})
+    assert load_checkpoint(cfg.paths.checkpoints, fingerprint(same)) is not None
+    with caplog.at_level(logging.WARNING):
+        assert load_checkpoint(cfg.paths.checkpoints, fingerprint(other)) is None
+    assert "discarding checkpoint" in caplog.text
+    assert not list((tmp_path / "checkpoints").iterdir())
