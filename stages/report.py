@@ -110,7 +110,7 @@ def training_table(train: dict) -> Table:
     """The train stage's figures (metrics/train.json)."""
     rows = [("parameters", train.get("num_parameters")), ("optimizer steps", train.get("steps")),
             ("epochs", train.get("epochs")),
-            ("train wall time (s)", train.get("train_seconds", train.get("wall_seconds"))),
+            ("train wall time (s)", train.get("train_seconds")),
             ("samples/s", train.get("samples_per_second")),
             ("tokens/s", train.get("tokens_per_second")),
             ("device", f"{train.get('device')} x{train.get('world_size')}"),
@@ -124,7 +124,7 @@ def summary_section(run: RunData, commit: str) -> Section:
     """The run in two sentences, and the verdict against the baseline."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     model, data = run.source.get("model", {}), run.source.get("data", {})
-    seconds = run.train.get("train_seconds", run.train.get("wall_seconds"))
+    seconds = run.train.get("train_seconds")
     return Section("Summary", [
         f"Commit `{commit}`, report written {now}. `{model.get('source')}` "
         f"({fmt(run.train.get('num_parameters'))} parameters) fine-tuned on "
@@ -144,8 +144,9 @@ def what_ran(run: RunData, cfg: Config) -> Section:
         f"Training figures (`{paths.train_metrics}`). DVC does not record how long the other "
         "stages took; on the default data each takes seconds to a minute.",
         training_table(run.train),
-        "Hardware of the machine that wrote this report:",
-        Table(["", "value"], [[k, v] for k, v in hardware().items()]),
+        "Hardware that trained the model:" if "hardware" in run.train
+        else "Hardware of the machine that wrote this report:",
+        Table(["", "value"], [[k, v] for k, v in run.train.get("hardware", hardware()).items()]),
         "Key params (`params.yaml`):", key_params(cfg)])
 
 

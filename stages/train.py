@@ -33,6 +33,7 @@ from stages.launch import launch_distributed, needs_launch, record
 from stages.metrics import RunningMetrics
 from stages.monitor import Monitor
 from stages.outputs import atomic_dir, write_json
+from stages.provenance import hardware
 from stages.runtime import Runtime, autocast, grad_scaler, init_runtime, shutdown
 from stages.schedule import (accumulation, build_optimizer, steps_per_epoch,
                              warmup_linear_decay)
@@ -391,7 +392,7 @@ def train(cfg: Config) -> None:
             save_model(trainer.module, tokenizer, cfg.paths.finetuned)
             summary.update(num_parameters=trainer.module.num_parameters(),
                            device=runtime.device.type, world_size=runtime.world_size,
-                           precision=cfg.train.precision)
+                           precision=cfg.train.precision, hardware=hardware())
             write_json(cfg.paths.train_metrics, summary)
             clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
     finally:
