@@ -169,7 +169,14 @@ def read_pipeline(repo: Path) -> tuple[list[str], list[str]]:
             for stage in stages
             for path in _get_stage_files(stage)
         }
-    return [stage.addressing for stage in stages], sorted(files)
+    return [_address(stage, repo) for stage in stages], sorted(files)
+
+
+def _address(stage: PipelineStage, repo: Path) -> str:
+    """How `dvc repro` run in `repo` names the stage (`stage.addressing` is relative
+    to the current directory, which need not be the repository)."""
+    dvcfile = os.path.relpath(stage.path, repo)
+    return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
 
 
 def _dvc_env() -> dict[str, str]:
@@ -215,6 +222,22 @@ def run_dvc(args: list[str], repo: Path, logger: logging.LoggerAdapter) -> tuple
 
 class StageFailed(RuntimeError):
     """A DVC stage exited non-zero."""
+
+
+class ParamsRejected(ValueError):
+    """params.yaml (with the run's overrides) does not validate."""
+
+
+def check_params(repo: Path, logger: logging.LoggerAdapter) -> None:
+    """Validate params.yaml with the stages' own checker before any stage runs: DVC
+    deletes a stage's outputs before its command starts, so a value rejected by the
+    stage itself would cost the previous good outputs."""
+    result = subprocess.run([sys.executable, "-m", "stages.config", "--params", PARAMS_FILE],
+                            cwd=repo, env=_dvc_env(), capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip()
+        logger.error("%s", message)
+        raise ParamsRejected(message)
 
 
 @task(
@@ -335,6 +358,7 @@ def finetune(
         logger.info("params.yaml overrides: %s", changes)
     outcomes: dict[str, str] = {}
     try:
+        check_params(root, logger)
         for stage in stages:
             state = reproduce_stage(stage, root)
             outcomes[stage] = "cached" if state.name == "Cached" else "ran"

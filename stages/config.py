@@ -293,3 +293,24 @@ def load_config(path: str | Path = PARAMS_FILE) -> Config:
         return config_from_dict(raw or {})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m stages.config [--params FILE]`: validate params without running a stage
+    (the Prefect flow calls this before DVC touches any output)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m stages.config", description=main.__doc__)
+    parser.add_argument("--params", default=PARAMS_FILE,
+                        help="params file to check (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        load_config(args.params)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(f"{args.params} is valid")
+
+
+if __name__ == "__main__":
+    main()

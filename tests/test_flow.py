@@ -40,7 +40,6 @@ from flows.finetune import apply_overrides, read_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-LEARNING_RATE = 0.002  # the override; tiny_params trains with 1e-3
 BAD_LEARNING_RATE = -1
 BAD_MESSAGE = "train.learning_rate must be a float in (0, 1)"
 CACHED_RUN_SECONDS = 30
@@ -94,8 +93,11 @@ def dvc_status_clean(repo: Path) -> bool:
     return json.loads(dvc("status", "--json", cwd=repo)) == {}
 
 
-def read_params(repo: Path) -> dict[str, Any]:
-    return yaml.safe_load((repo / "params.yaml").read_text())
+def read_params(repo: Path, rev: str | None = None) -> dict[str, Any]:
+    """params.yaml of the workspace, or of git revision `rev`."""
+    if rev is None:
+        return yaml.safe_load((repo / "params.yaml").read_text())
+    return yaml.safe_load(run(["git", "show", f"{rev}:params.yaml"], cwd=repo).stdout)
 
 
 def unique(prefix: str) -> str:
@@ -224,18 +226,20 @@ def test_served_run_applies_the_override_and_a_rerun_is_cached(
     server, served, pipeline_repo, stages
 ):
     repo = pipeline_repo
+    committed = read_params(repo, "HEAD")["train"]["learning_rate"]
+    learning_rate = 2 * committed
     name = unique("override")
-    code, output, _ = deployment_run(server, {"learning_rate": LEARNING_RATE}, name)
+    code, output, _ = deployment_run(server, {"learning_rate": learning_rate}, name)
     assert code == 0, output
     # One task run per stage, in dependency order, and on a fresh copy all ran.
     assert task_states(server, name) == dict.fromkeys(stages, "Completed")
 
-    assert read_params(repo)["train"]["learning_rate"] == LEARNING_RATE
+    assert read_params(repo)["train"]["learning_rate"] == learning_rate
     params_diff = json.loads(dvc("params", "diff", "HEAD", name, "--json", cwd=repo))
-    learning_rate = params_diff["params.yaml"]["train.learning_rate"]
-    assert (learning_rate["old"], learning_rate["new"]) == (1e-3, LEARNING_RATE)
-    # Training used it: the logged schedule peaks above the committed 1e-3.
-    assert 1e-3 < max_logged_learning_rate(repo) <= LEARNING_RATE
+    change = params_diff["params.yaml"]["train.learning_rate"]
+    assert (change["old"], change["new"]) == (committed, learning_rate)
+    # Training used it: the schedule it logged peaks above the committed value.
+    assert committed < max_logged_learning_rate(repo) <= learning_rate
     # The experiment holds the metrics (git-tracked outputs), so runs compare.
     eval_metrics = json.loads((repo / "metrics/eval.json").read_text())
     metrics_diff = json.loads(dvc("metrics", "diff", "HEAD", name, "--json", cwd=repo))
@@ -252,10 +256,10 @@ def test_served_run_applies_the_override_and_a_rerun_is_cached(
     assert "| baseline | test |" in artifact["data"]
 
     again = unique("again")
-    code, output, seconds = deployment_run(server, {"learning_rate": LEARNING_RATE}, again)
+    code, output, seconds = deployment_run(server, {"learning_rate": learning_rate}, again)
     assert code == 0, output
     assert task_states(server, again) == dict.fromkeys(stages, "Cached")
-    assert seconds < CACHED_RUN_SECONDS
+    assert seconds < CACHED_RUN_SECONDS, f"an all-cached run took {seconds:.1f} s"
     assert dvc_status_clean(repo)
 
 
@@ -264,8 +268,9 @@ def test_local_run_needs_no_server(pipeline_repo, stages, prefect_database, tmp_
     marker = uuid.uuid4().hex
     home = fresh_home(tmp_path / "home", prefect_database)
     env = prefect_env(home, marker)  # no PREFECT_API_URL: ephemeral mode
-    # The value the served runs left in params.yaml: every stage is up to date.
-    command = [sys.executable, "-m", "flows.finetune", "--learning-rate", str(LEARNING_RATE)]
+    # The value already in params.yaml: every stage is up to date.
+    learning_rate = read_params(repo)["train"]["learning_rate"]
+    command = [sys.executable, "-m", "flows.finetune", "--learning-rate", str(learning_rate)]
     process = subprocess.Popen(
         command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
@@ -315,9 +320,6 @@ def test_runs_of_the_deployment_never_overlap(server, served):
 def test_bad_override_fails_the_flow_run_with_the_validation_message(
     server, served, pipeline_repo
 ):
-    # The last run on the shared copy: DVC deletes a stage's outputs before it
-    # runs the stage's command, so after this failure train is out of date
-    # and the next run would train again.
     before = (pipeline_repo / "params.yaml").read_text()
     name = unique("bad")
     code, output, _ = deployment_run(server, {"learning_rate": BAD_LEARNING_RATE}, name)
@@ -325,9 +327,12 @@ def test_bad_override_fails_the_flow_run_with_the_validation_message(
     record = flow_run(server, name)
     assert record["state"]["type"] == "FAILED"
     assert BAD_MESSAGE in flow_run_logs(server, record["id"], BAD_MESSAGE)
-    assert task_states(server, name)["train"] == "Failed"
+    # Checked before any stage runs: DVC never got to delete the good outputs.
+    assert task_states(server, name) == {}
+    assert (pipeline_repo / "models" / "finetuned" / "model.safetensors").is_file()
     # A rejected value is not left behind to poison the next run.
     assert (pipeline_repo / "params.yaml").read_text() == before
+    assert dvc_status_clean(pipeline_repo)
 
 
 def test_prefect_yaml_deploys_to_a_process_pool_and_nothing_outlives_a_failing_test(
