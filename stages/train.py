@@ -207,23 +207,22 @@ class Trainer:
 
     def fit(self) -> dict:
         """Run the remaining epochs; return the run's figures."""
-        bar = tqdm(total=self.total, initial=self.progress.step, desc="train", unit="step",
-                   disable=not self.runtime.is_main)
         started = time.perf_counter() - self.progress.train_seconds
         if self.progress.step == 0:
             self.monitor.start(0)
-        for epoch in range(self.progress.epoch, self.tcfg.epochs):
-            batches = self.epoch_batches(epoch)
-            start = self.progress.batch_index
-            for index, batch in enumerate(iterate_batches(
-                    self.splits["train"], batches[start:], self.pad_id, self.runtime.device),
-                    start=start):
-                if self.micro_step(batch, batches, index):
-                    bar.update()
-                    self.after_update(batches, index, bar, started)
-            self.progress.epoch, self.progress.batch_index = epoch + 1, 0
-            self.monitor.writer.scalars({"epoch": epoch + 1}, self.progress.step, "train/")
-        bar.close()
+        with tqdm(total=self.total, initial=self.progress.step, desc="train", unit="step",
+                  disable=not self.runtime.is_main) as bar:
+            for epoch in range(self.progress.epoch, self.tcfg.epochs):
+                batches = self.epoch_batches(epoch)
+                start = self.progress.batch_index
+                for index, batch in enumerate(iterate_batches(
+                        self.splits["train"], batches[start:], self.pad_id,
+                        self.runtime.device), start=start):
+                    if self.micro_step(batch, batches, index):
+                        bar.update()
+                        self.after_update(batches, index, bar, started)
+                self.progress.epoch, self.progress.batch_index = epoch + 1, 0
+                self.monitor.writer.scalars({"epoch": epoch + 1}, self.progress.step, "train/")
         return self.summary(time.perf_counter() - started)
 
     def micro_step(self, batch, batches: list[np.ndarray], index: int) -> bool:
