@@ -1,4 +1,2 @@
-"""Benchmarks: our train loop against `transformers.Trainer` (CPU) and GPU throughput.
-
-Run from the repository root, e.g. `python -m benchmarks.trainer_vs_ours --help`.
-"""
+"""Benchmarks of the pipeline, run from the repository root after `make repro`:
+`python -m benchmarks.<name> --help` (trainer_vs_ours, gpu_throughput, ...)."""

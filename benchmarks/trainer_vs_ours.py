@@ -24,7 +24,9 @@ loading, data conversion and the test pass are outside it. Test accuracy is comp
 every contender by the same code (stages.inference), on the same rows.
 
 Repetitions rotate the order of the contenders (a, b, c / b, c, a / ...) so drift in the
-machine's load does not favour whoever runs first; the table shows medians.
+machine's load does not favour whoever runs first, and repetition r trains every
+contender with seed `train.seed + r` (head initialisation, dropout, data order), so the
+median test accuracy is over several seeds, not one draw; the table shows medians.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def padded_tokens(batches: Sequence[np.ndarray], lengths: np.ndarray) -> int:
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     """Median (and the spread of samples/s) of each contender's runs."""
     keys = ("train_seconds", "samples_per_second", "tokens_per_second", "peak_rss_mib",
-            "test_accuracy", "padding_efficiency")
+            "test_accuracy", "padding_efficiency", "cpu_share")
     out = {}
     for name in dict.fromkeys(run["contender"] for run in runs):
         mine = [run for run in runs if run["contender"] == name]
@@ -134,13 +136,14 @@ def format_report(summary: dict[str, dict], ratios: dict[str, dict], checks: lis
     """The human-readable result: medians per contender, ratios, targets, machine."""
     lines = [f"{'contender':<16} {'runs':>4} {'wall s':>8} {'samples/s':>10} "
              f"{'(min-max)':>13} {'tokens/s':>9} {'pad eff':>7} {'peak RSS MiB':>12} "
-             f"{'test acc':>8}"]
+             f"{'test acc':>8} {'CPU got':>7}"]
     for name, row in summary.items():
         spread = f"{row['samples_per_second_min']:.1f}-{row['samples_per_second_max']:.1f}"
         lines.append(f"{name:<16} {row['runs']:>4} {row['train_seconds']:>8.1f} "
                      f"{row['samples_per_second']:>10.1f} {spread:>13} "
                      f"{row['tokens_per_second']:>9.0f} {row['padding_efficiency']:>7.2f} "
-                     f"{row['peak_rss_mib']:>12.0f} {row['test_accuracy']:>8.4f}")
+                     f"{row['peak_rss_mib']:>12.0f} {row['test_accuracy']:>8.4f} "
+                     f"{row['cpu_share']:>7.0%}")
     if ratios:
         lines += ["", f"{'ours / ...':<16} {'samples/s':>10} {'tokens/s':>9} {'peak RSS':>9} "
                       f"{'test acc (points)':>18}"]
@@ -152,9 +155,11 @@ def format_report(summary: dict[str, dict], ratios: dict[str, dict], checks: lis
         lines += [""] + [f"[{'PASS' if c['ok'] else 'MISS'}] {c['target']}: {c['value']:.3f}"
                          for c in checks]
     load = machine["load_average"]
-    lines += ["", f"medians over repetitions; load average (1 min) during runs: "
-                  f"min {load['min']:.2f}, median {load['median']:.2f}, max {load['max']:.2f} "
-                  f"on {machine['cpu_count']} CPUs; torch threads {machine['torch_threads']}"]
+    lines += ["", f"medians over repetitions; load average (1 min, this benchmark's own "
+                  f"threads included) around runs: min {load['min']:.2f}, median "
+                  f"{load['median']:.2f}, max {load['max']:.2f} on {machine['cpu_count']} CPUs; "
+                  f"torch threads {machine['torch_threads']}; CPU got = CPU seconds / "
+                  f"(process seconds x threads)"]
     return "\n".join(lines)
 
 
@@ -169,7 +174,8 @@ def load_setup(args: argparse.Namespace, workdir: Path):
     from stages.config import load_config
 
     cfg = load_config(args.params)
-    train = {"epochs": args.epochs, "checkpoint_every": 0}  # Trainer saves nothing either
+    train = {"epochs": args.epochs, "checkpoint_every": 0,  # Trainer saves nothing either
+             "seed": cfg.train.seed + args.repeat}
     if args.batch_size:
         train["batch_size"] = args.batch_size
     if args.threads:
@@ -240,7 +246,7 @@ def train_trainer(cfg, dataset, model_dir: str, grouped: bool) -> tuple[object, 
     """Train with transformers.Trainer set up as documented; return (model, figures)."""
     import torch
     from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+                              Trainer, TrainingArguments, set_seed)
 
     from stages.inference import classification_report
     from stages.tokenize import load_tokenizer
@@ -250,6 +256,7 @@ def train_trainer(cfg, dataset, model_dir: str, grouped: bool) -> tuple[object, 
         torch.set_num_threads(tcfg.threads)
     labels = cfg.prepare.labels
     tokenizer = load_tokenizer(model_dir)
+    set_seed(tcfg.seed)  # the new head's initial weights, as ours seeds before loading
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)})
@@ -323,18 +330,28 @@ def run_worker(args: argparse.Namespace) -> dict:
             "padding_efficiency": tokens / figures["padded_tokens"],
             "test_accuracy": classification_report(logits, test.labels,
                                                    len(cfg.prepare.labels))["accuracy"],
-            "torch_threads": torch.get_num_threads()}
+            "seed": cfg.train.seed, "torch_threads": torch.get_num_threads()}
 
 
 # --- the driver ---------------------------------------------------------------------------
 
-def worker_argv(args: argparse.Namespace, contender: str, result: Path) -> list[str]:
+def worker_argv(args: argparse.Namespace, contender: str, result: Path,
+                repeat: int) -> list[str]:
     """Command line of one worker subprocess: the same settings, one contender."""
     argv = [sys.executable, "-m", "benchmarks.trainer_vs_ours", "--worker", contender,
             "--result", str(result), "--params", args.params, "--epochs", str(args.epochs),
             "--max-train-rows", str(args.max_train_rows), "--threads", str(args.threads),
-            "--batch-size", str(args.batch_size)]
+            "--batch-size", str(args.batch_size), "--repeat", str(repeat)]
     return argv
+
+
+def wait_for_quiet(max_load: float, poll_seconds: float = 10.0) -> None:
+    """Block until the 1-minute load average is below `max_load` (0: do not wait)."""
+    if max_load and os.getloadavg()[0] >= max_load:
+        log.info("waiting for the load average (%.2f) to drop below %.2f ...",
+                 os.getloadavg()[0], max_load)
+        while os.getloadavg()[0] >= max_load:
+            time.sleep(poll_seconds)
 
 
 def run_contender(args: argparse.Namespace, contender: str, workdir: Path, repeat: int) -> dict:
@@ -344,20 +361,26 @@ def run_contender(args: argparse.Namespace, contender: str, workdir: Path, repea
     logfile = workdir / f"{contender}-{repeat}.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "HF_HUB_OFFLINE": "1"}
+    wait_for_quiet(args.max_load)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with logfile.open("w") as out:
-        process = subprocess.Popen(worker_argv(args, contender, result), stdout=out,
+        process = subprocess.Popen(worker_argv(args, contender, result, repeat), stdout=out,
                                    stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         tail = logfile.read_text(errors="replace")[-4000:]
         raise RuntimeError(f"{contender} run {repeat} failed ({process.returncode}):\n{tail}")
+    seconds = time.perf_counter() - started
     figures = json.loads(result.read_text())
+    # CPU time the run got over what its threads could have used: well below 100% means
+    # other processes took cores from it (a noisy figure).
+    cpu_share = (usage.ru_utime + usage.ru_stime) / (seconds * figures["torch_threads"])
     figures.update(repeat=repeat, peak_rss_mib=usage.ru_maxrss / 1024,  # Linux: KiB
-                   process_seconds=time.perf_counter() - started,
-                   load_average=max(load_before, os.getloadavg()[0]))
+                   process_seconds=seconds, cpu_share=cpu_share, load_before=load_before,
+                   load_after=os.getloadavg()[0])
+    figures["load_average"] = max(figures["load_before"], figures["load_after"])
     return figures
 
 
@@ -381,15 +404,22 @@ def benchmark(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="trainer-vs-ours-") as tmp:
         for repeat in range(args.repeats):
             for contender in rotated_order(args.contenders, repeat):
-                log.info("repetition %d/%d: %s", repeat + 1, args.repeats, contender)
-                runs.append(run_contender(args, contender, Path(tmp), repeat))
-                log.info("  %.1f samples/s, test accuracy %.4f, peak RSS %.0f MiB, load %.2f",
-                         runs[-1]["samples_per_second"], runs[-1]["test_accuracy"],
-                         runs[-1]["peak_rss_mib"], runs[-1]["load_average"])
+                for attempt in range(1 + args.retries):
+                    log.info("repetition %d/%d: %s", repeat + 1, args.repeats, contender)
+                    run = run_contender(args, contender, Path(tmp), repeat)
+                    log.info("  %.1f samples/s, test accuracy %.4f, peak RSS %.0f MiB, "
+                             "load %.2f, CPU got %.0f%%", run["samples_per_second"],
+                             run["test_accuracy"], run["peak_rss_mib"], run["load_average"],
+                             100 * run["cpu_share"])
+                    if run["cpu_share"] >= args.min_cpu_share:
+                        break
+                    log.info("  other processes took its CPU: run %s", "again" if
+                             attempt < args.retries else "kept, no retries left")
+                runs.append(run)
     summary = summarize(runs)
     ratios = compare(summary) if "ours" in summary else {}
-    return {"settings": {k: v for k, v in vars(args).items() if k not in ("worker", "result",
-                                                                            "json")},
+    hidden = ("worker", "result", "repeat", "json")
+    return {"settings": {k: v for k, v in vars(args).items() if k not in hidden},
             "machine": machine_info(runs), "runs": runs, "summary": summary,
             "ratios": ratios, "targets": check_targets(ratios)}
 
@@ -418,16 +448,25 @@ def build_parser() -> argparse.ArgumentParser:
                "bench.json. Quick look: --repeats 1 --max-train-rows 1000.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3,
-                        help="repetitions of every contender (order rotated each time)")
+                        help="repetitions of every contender (repetition r: order rotated "
+                             "by r, seed train.seed + r for every contender)")
     parser.add_argument("--epochs", type=int, default=1,
                         help="training epochs per run (params.yaml's train.epochs is not used)")
     parser.add_argument("--max-train-rows", type=int, default=0,
                         help="train on a random subset of this many rows (0 = all)")
     parser.add_argument("--contenders", type=parse_contenders,
-                        default=list(DEFAULT_CONTENDERS),
+                        default=",".join(DEFAULT_CONTENDERS),
                         help=f"comma-separated subset of {', '.join(CONTENDERS)}")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads in every run (0 = torch's default)")
+    parser.add_argument("--max-load", type=float, default=0.0,
+                        help="before each run, wait until the 1-minute load average is below "
+                             "this (on a shared machine; 0 = start at once)")
+    parser.add_argument("--min-cpu-share", type=float, default=0.0,
+                        help="rerun a run (up to --retries times) that got less than this "
+                             "fraction of its threads' CPU time, e.g. 0.85 on a shared machine")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="reruns allowed per run under --min-cpu-share")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="override train.batch_size (0 = params.yaml's)")
     parser.add_argument("--params", default="params.yaml",
@@ -437,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default="", help="also write every figure to this JSON file")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 
