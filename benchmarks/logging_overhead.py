@@ -3,6 +3,10 @@ intervals) over the same training with logging off, on the pipeline's data and m
 
     python -m benchmarks.logging_overhead --repeats 3
 
+"Off" still writes the epoch's last-step train scalars, the validation scalars and the
+config text once per epoch (a handful of events): the ratio is what the params'
+intervals add on top of that.
+
 Needs `make repro` (or `dvc repro tokenize`) to have produced data/tokenized and
 models/base. Runs alternate on/off so drift in machine load hits both alike.
 """

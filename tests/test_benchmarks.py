@@ -191,3 +191,37 @@ def test_trainer_vs_ours_smoke_on_tiny_model(tmp_path, tiny_benchmark_params):
         assert run["padding_efficiency"] <= 1 and run["torch_threads"] == 1
     assert set(report["ratios"]) == {"trainer-default", "trainer-grouped"}
     positive_numbers(report["ratios"]["trainer-grouped"], ("samples_per_second", "peak_rss"))
+
+
+def test_logging_overhead_compares_full_logging_with_none(tmp_path, tiny_benchmark_params):
+    """The two timed runs differ in logging only: 'on' writes every group at its
+    interval; 'off' writes no histograms, images or PR curves, and scalars only at the
+    epoch's end (the last step's train scalars and the validation pass)."""
+    from dataclasses import replace
+
+    from benchmarks.logging_overhead import timed_run
+    from stages.config import load_config
+    from stages.tblog import load_events
+
+    cfg = load_config(tiny_benchmark_params)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=1, batch_size=8, threads=1),
+                  tensorboard=replace(cfg.tensorboard, log_every=1, histogram_every=2))
+    events = {}
+    for logging_on in (True, False):
+        workdir = tmp_path / ("on" if logging_on else "off")
+        fit, total = timed_run(cfg, workdir, logging_on)
+        assert 0 < fit <= total
+        events[logging_on] = load_events(workdir / "tb")
+    on, off = (events[flag].Tags() for flag in (True, False))
+    assert on["histograms"] and on["images"] and "pr/positive" in on["tensors"]
+    assert not (off["histograms"] or off["images"]) and off["tensors"] == ["config/text_summary"]
+    steps = {flag: [e.step for e in events[flag].Scalars("train/loss")] for flag in events}
+    assert steps[True] == [1, 2, 3, 4, 5]  # 40 rows / batch 8, logged every step
+    assert steps[False] == [5]             # once, at the epoch's end
+
+
+def test_logging_overhead_cli_prints_the_ratio(tiny_benchmark_params):
+    result = run_module("benchmarks.logging_overhead", "--params", str(tiny_benchmark_params),
+                        "--repeats", "1", timeout=180)
+    ratio = float(result.stdout.split("ratio on/off ")[1].split()[0])
+    assert ratio > 0
