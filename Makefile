@@ -32,5 +32,5 @@ tensorboard: install    ## watch training live on http://127.0.0.1:6006
 plots: install          ## render dvc plots offline into dvc_plots/index.html
 	dvc plots show
 
-clean:                  ## remove pipeline outputs (the DVC cache keeps them)
-	rm -rf data models logs predictions reports plots
+clean:                  ## remove pipeline outputs (`dvc checkout` brings them back from the cache)
+	rm -rf data models logs checkpoints predictions reports   # metrics/ and plots/ are in git

@@ -1,7 +1,8 @@
 """Training throughput and model FLOPs utilisation (MFU) of a bert-base classifier on one
-GPU, with the settings the train stage uses on CUDA: bf16 autocast, TF32 matmuls, fused
-AdamW, batches collated by stages.batching (padded per batch to a multiple of 8, pinned
-host memory, non-blocking copies).
+GPU, through the train stage's own step (stages.train.train_step: bf16 autocast,
+gradient clipping, fused AdamW with its weight-decay groups, a linear schedule) on
+batches collated by stages.batching (padded per batch to a multiple of 8, pinned host
+memory, non-blocking copies), with TF32 matmuls on.
 
 The model is `BertConfig()` (bert-base: 12 layers, hidden 768) with random weights and a
 2-label head, so nothing is downloaded. Rows are random token ids with lengths drawn
@@ -35,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/gpu_throughput.py` from anywhere
-    sys.path.insert(0, str(ROOT))
-
-from stages.batching import TokenizedSplit, iterate_batches, length_grouped_batches  # noqa: E402
+from stages.batching import (CUDA_PAD_MULTIPLE, TokenizedSplit, iterate_batches,
+                             length_grouped_batches)
+from stages.runtime import Runtime, autocast, grad_scaler, use_tf32
+from stages.schedule import build_optimizer, warmup_linear_decay
+from stages.train import Optim, train_step
 
 log = logging.getLogger("benchmarks.gpu_throughput")
 
@@ -112,32 +113,30 @@ def measure(model: torch.nn.Module, args: argparse.Namespace, seq: int,
     total = args.warmup_steps + args.steps
     split = synthetic_split(batch_size * total, seq, config.vocab_size, args.seed)
     batches = length_grouped_batches(split.lengths, batch_size, args.seed, 0)[:total]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
+    runtime = Runtime(device)
+    optimizer = build_optimizer(model, 1e-4, 0.01, device)
+    optim = Optim(optimizer, torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear_decay(total, 0.1)), grad_scaler(runtime, "bf16"), 1.0)
+    amp = autocast(runtime, "bf16")
     cuda = device.type == "cuda"
-    amp = torch.autocast(device.type, dtype=torch.bfloat16)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     started = 0.0
-    for index, batch in enumerate(iterate_batches(split, batches, 0, device,
-                                                  pad_to_multiple_of=8)):
+    for index, batch in enumerate(iterate_batches(split, batches, 0, device)):
         if index == args.warmup_steps:
             if cuda:
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
-        with amp:
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
-        loss.backward()
-        optimizer.step()
+        loss, _, _ = train_step(model, batch, optim, amp, 1.0, update=True)
         optimizer.zero_grad(set_to_none=True)
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     timed = batches[args.warmup_steps:]
     lengths = np.concatenate([split.lengths[rows] for rows in timed])
-    widths = np.concatenate([np.full(len(rows), -(-int(split.lengths[rows].max()) // 8) * 8)
-                             for rows in timed])
+    multiple = CUDA_PAD_MULTIPLE if cuda else 1  # as iterate_batches pads
+    widths = np.concatenate([np.full(len(rows), -(-int(split.lengths[rows].max()) // multiple)
+                                     * multiple) for rows in timed])
     params = matmul_parameters(model)
     flops = step_flops(params, config.num_hidden_layers, config.hidden_size, lengths)
     padded_flops = step_flops(params, config.num_hidden_layers, config.hidden_size, widths)
@@ -159,8 +158,7 @@ def run(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: use --device cpu (with --smoke for a quick check)")
-        torch.backends.cuda.matmul.allow_tf32 = True  # as stages.runtime does on CUDA
-        torch.backends.cudnn.allow_tf32 = True
+        use_tf32()  # as the train stage does on CUDA
         name = torch.cuda.get_device_name(device)
     else:
         name = f"cpu ({torch.get_num_threads()} threads)"

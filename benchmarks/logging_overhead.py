@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -46,9 +47,10 @@ def timed_run(cfg: Config, workdir: Path, logging_on: bool) -> tuple[float, floa
     return fit, time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Alternate logging-on / logging-off runs and print the median wall-time ratio."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.logging_overhead",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default: %(default)s)")
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
           f" ratio on/off {on / off:.3f}")
     print(f"with the final all-split evaluation, HParams and projector: {on_total:.1f} s "
           f"({on_total / off:.3f} x off)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -245,10 +245,9 @@ def trainer_dataset(split):
 def train_trainer(cfg, dataset, model_dir: str, grouped: bool) -> tuple[object, dict]:
     """Train with transformers.Trainer set up as documented; return (model, figures)."""
     import torch
-    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding,
-                              Trainer, TrainingArguments, set_seed)
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from stages.inference import classification_report
+    from stages.inference import classification_report, load_classifier
     from stages.tokenize import load_tokenizer
 
     tcfg = cfg.train
@@ -257,9 +256,7 @@ def train_trainer(cfg, dataset, model_dir: str, grouped: bool) -> tuple[object, 
     labels = cfg.prepare.labels
     tokenizer = load_tokenizer(model_dir)
     set_seed(tcfg.seed)  # the new head's initial weights, as ours seeds before loading
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)})
+    model = load_classifier(model_dir, labels)  # the same head and attention as ours
     padded = count_training_tokens(model)
 
     def compute_metrics(prediction):
@@ -320,7 +317,8 @@ def run_worker(args: argparse.Namespace) -> dict:
                                            args.worker == "trainer-grouped")
         test = split_from_dataset(dataset["test"])
         logits = predict_logits(model, test, cfg.evaluate.batch_size,
-                                load_tokenizer(model_dir).pad_token_id, torch.device("cpu"))
+                                load_tokenizer(model_dir).pad_token_id,
+                                next(model.parameters()).device)  # where training left it
     train_lengths = split_from_dataset(dataset["train"]).lengths
     samples = len(train_lengths) * cfg.train.epochs
     tokens = real_tokens(train_lengths, cfg.train.epochs)

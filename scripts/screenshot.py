@@ -5,8 +5,8 @@ Used to check that generated pages (DVC plots, reports) render offline:
 
     python scripts/screenshot.py dvc_plots/index.html /tmp/plots.png --check
 
-``screenshot()`` needs only the standard library; ``count_non_white()`` /
-``is_blank()`` need Pillow (imported lazily).
+``screenshot()`` needs only the standard library; ``count_non_white()`` needs Pillow
+(imported lazily).
 """
 
 from __future__ import annotations
@@ -131,16 +131,6 @@ def count_non_white(png_path: str | os.PathLike, threshold: int = 250) -> int:
         # "L" of the per-channel mask is non-zero where any channel is dark.
         mask = mask.point(lambda v: 255 if v > 0 else 0)
         return mask.histogram()[255]
-
-
-def is_blank(png_path: str | os.PathLike, min_pixels: int = 5000,
-             threshold: int = 250) -> bool:
-    """True when fewer than ``min_pixels`` pixels are non-white.
-
-    A blank DVC plots page (vega failed to load) has only a handful of dark
-    pixels; one rendered plot has tens of thousands.
-    """
-    return count_non_white(png_path, threshold) < min_pixels
 
 
 def main(argv: list[str] | None = None) -> int:

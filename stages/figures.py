@@ -1,4 +1,5 @@
-"""The report's figures, drawn with matplotlib (Agg: no display) and returned as PNG bytes.
+"""Figures drawn with matplotlib (Agg: no display): the report's, returned as PNG bytes,
+and the confusion matrix TensorBoard shows too.
 
 Each figure draws exactly the series it is given: the curves exported for `dvc plots`
 and the confusion counts of the test predictions.
@@ -48,8 +49,9 @@ def curves_figure(scalars: dict[str, Series]) -> bytes:
     return to_png(fig)
 
 
-def confusion_figure(counts: np.ndarray, labels: list[str]) -> bytes:
-    """Counts[true, predicted] as an annotated heat map."""
+def confusion_figure(counts: np.ndarray, labels: list[str], title: str) -> plt.Figure:
+    """Counts[true, predicted] as an annotated heat map (the report's PNG via `to_png`,
+    TensorBoard's image via `add_figure`)."""
     size = 2.2 + 0.6 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(counts, cmap="Blues")
@@ -63,8 +65,9 @@ def confusion_figure(counts: np.ndarray, labels: list[str]) -> bytes:
     for (i, j), count in np.ndenumerate(counts):
         ax.text(j, i, str(count), ha="center", va="center",
                 color="white" if count > dark else "black")
-    ax.set_title("confusion matrix (test)")
-    return to_png(fig)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def pr_roc_figure(pr: list[dict], roc: list[dict], name: str) -> bytes:

@@ -12,9 +12,14 @@ from stages.config import OOD_PREFIX
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """Counts[true, predicted] as a (num_labels, num_labels) tensor on the inputs' device."""
-    flat = labels.long() * num_labels + preds.long()
-    return torch.bincount(flat, minlength=num_labels * num_labels).view(num_labels, num_labels)
+    """Counts[true, predicted] as a (num_labels, num_labels) tensor on the inputs' device.
+
+    A scatter into a fixed-size tensor, not `torch.bincount`: on CUDA bincount reads the
+    input's min and max back to size its output, a host sync on every training step.
+    """
+    flat = labels.long().flatten() * num_labels + preds.long().flatten()
+    counts = torch.zeros(num_labels * num_labels, dtype=torch.int64, device=flat.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat)).view(num_labels, num_labels)
 
 
 def scores(confusion: np.ndarray) -> dict[str, float]:

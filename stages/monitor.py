@@ -9,15 +9,13 @@ import json
 import re
 from dataclasses import asdict
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # headless: no display on CI or servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from stages.config import Config  # noqa: E402
-from stages.tblog import MetricsWriter, to_numpy  # noqa: E402
+from stages.config import Config
+from stages.figures import confusion_figure
+from stages.metrics import confusion_matrix
+from stages.tblog import MetricsWriter, to_numpy
 
 HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "weight_decay",
                "grad_accum_steps", "precision", "seed", "max_grad_norm")
@@ -38,22 +36,6 @@ def grouped_parameters(model: torch.nn.Module, grads: bool) -> dict[str, torch.T
         if value is not None:
             groups.setdefault(layer_group(name), []).append(value.detach().flatten())
     return {group: torch.cat(values) for group, values in groups.items()}
-
-
-def confusion_figure(confusion: np.ndarray, labels: list[str], title: str):
-    """A labelled confusion-matrix heat map."""
-    fig, ax = plt.subplots(figsize=(3.2 + 0.4 * len(labels), 3 + 0.4 * len(labels)))
-    ax.imshow(confusion, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for (i, j), count in np.ndenumerate(confusion):
-        ax.text(j, i, int(count), ha="center", va="center",
-                color="white" if count > confusion.max() / 2 else "black")
-    fig.tight_layout()
-    return fig
 
 
 def mistakes_table(texts: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str],
@@ -108,10 +90,10 @@ class Monitor:
             for i, name in enumerate(self.labels):
                 self.writer.pr_curve(f"pr/{name}", (labels == i).astype(int), probs[:, i], step)
         if self.tb.confusion_matrix:
-            confusion = np.zeros((len(self.labels),) * 2, dtype=int)
-            np.add.at(confusion, (labels, probs.argmax(-1)), 1)
-            self.writer.figure("eval/confusion_matrix",
-                               confusion_figure(confusion, self.labels, f"step {step}"), step)
+            confusion = confusion_matrix(logits.argmax(-1), torch.as_tensor(labels),
+                                         len(self.labels)).numpy()
+            self.writer.figure("eval/confusion_matrix", confusion_figure(
+                confusion, self.labels, f"validation, step {step}"), step)
         if self.tb.mistakes:
             self.writer.text("eval/mistakes", mistakes_table(
                 self.val_texts, labels, probs, self.labels, self.tb.mistakes), step)

@@ -19,7 +19,7 @@ from stages.cli import run_stage
 from stages.config import Config, Paths
 from stages.document import MISSING, Image, Section, Table, to_html, to_markdown
 from stages.errors import StageError
-from stages.figures import confusion_figure, curves_figure, pr_roc_figure
+from stages.figures import confusion_figure, curves_figure, pr_roc_figure, to_png
 from stages.outputs import atomic_dir, read_json
 from stages.plots import (average_precision, export_plots, positive_scores, pr_points,
                           roc_auc, roc_points)
@@ -276,8 +276,9 @@ def errors_section(run: RunData, cfg: Config, pr: list[dict], roc: list[dict],
     labels = cfg.prepare.labels
     mistakes = mistakes_table(run.predictions, cfg.report.mistakes)
     return Section("Test split: errors", [
-        Image("confusion.png", confusion_figure(confusion_counts(run.predictions, labels),
-                                                labels), "confusion matrix"),
+        Image("confusion.png", to_png(confusion_figure(
+            confusion_counts(run.predictions, labels), labels, "confusion matrix (test)")),
+            "confusion matrix"),
         f"Precision-recall and ROC for {curve}: average precision "
         f"{average_precision(pr):.4f}, ROC AUC {roc_auc(roc):.4f}.",
         Image("pr_roc.png", pr_roc_figure(pr, roc, curve), "precision-recall and ROC curves"),

@@ -44,14 +44,18 @@ def init_runtime(threads: int = 0) -> Runtime:
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        # TF32 matmuls: ~free speed on Ampere+, irrelevant precision for fine-tuning.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        use_tf32()
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device, rank, world_size)
+
+
+def use_tf32() -> None:
+    """TF32 matmuls: ~free speed on Ampere+, irrelevant precision for fine-tuning."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def shutdown(runtime: Runtime) -> None:

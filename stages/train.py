@@ -289,6 +289,8 @@ class Trainer:
             "optimizer": self.optim.optimizer.state_dict(),
             "scheduler": self.optim.scheduler.state_dict(),
             "scaler": self.optim.scaler.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.runtime.device)
+            if self.runtime.device.type == "cuda" else None,
             "window": self.window.state_dict(), "progress": asdict(self.progress)})
         log.info("checkpoint at step %d", self.progress.step)
 
@@ -300,6 +302,8 @@ class Trainer:
         self.optim.scaler.load_state_dict(state["scaler"])
         if self.runtime.is_main:
             torch.set_rng_state(state["rng"])
+            if state.get("cuda_rng") is not None and self.runtime.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], self.runtime.device)
         self.window.load_state_dict(state["window"])
         self.progress = Progress(**state["progress"])
         log.info("resuming from the checkpoint at step %d of %d", self.progress.step, self.total)
@@ -317,9 +321,9 @@ class Trainer:
 def final_evaluation(trainer: Trainer, cfg: Config) -> None:
     """Every split's scores at the last step, HParams, and projector embeddings."""
     device, tb = trainer.runtime.device, cfg.tensorboard
-    reports = {}
+    reports = {"validation": trainer.progress.validation}  # fit validates at the last step
     for name, split in trainer.splits.items():
-        if name == "train":
+        if name in reports or name == "train":
             continue
         logits = predict_logits(trainer.module, split, cfg.evaluate.batch_size, trainer.pad_id,
                                 device, trainer.amp)

@@ -310,7 +310,7 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(tiny_repo, tmp_path
     assert time.perf_counter() - started < 60
     assert {path: path.read_bytes() for path in tracked} == before  # git sees no change
 
-    out = run_block(tiny_repo, show.splitlines()[0] + "\n" + commits)
+    out = run_block(tiny_repo, commits)
     assert "train.learning_rate" in out and "metrics/eval.json" in out
     assert run(["git", "ls-files", "plots"], tiny_repo).stdout.count("\n") >= 8
     diff = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json"], tiny_repo).stdout)
@@ -329,7 +329,7 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(tiny_repo, tmp_path
         seen = load_module("check_render").render(page, tmp_path / "diff.png")
         assert seen.ok, (seen.non_white, seen.coloured)
 
-    out = run_block(tiny_repo, show.splitlines()[0] + "\n" + experiments)
+    out = run_block(tiny_repo, experiments)
     assert "lr-3e-4" in out and "lr-5e-4" in out
     exps = json.loads(run(["dvc", "plots", "diff", "lr-3e-4", "lr-5e-4", "--json"],
                           tiny_repo).stdout)
