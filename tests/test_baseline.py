@@ -10,10 +10,11 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
 
-from stages.baseline import baseline, baseline_results, fit_baseline, read_prepared, score_frame
-from stages.config import Baseline, ConfigError, config_from_dict
-from stages.errors import StageError
-from tests.conftest import make_sentences
+from finetuning.baseline import baseline_results, fit_baseline, score_frame
+from finetuning.config import Baseline, ConfigError, config_from_dict
+from finetuning.data.prepared import read_prepared
+from finetuning.errors import StageError
+from tests.conftest import make_sentences, paths_under, repo_params, run_stage_main, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "positive"]
@@ -61,20 +62,21 @@ def test_class_missing_from_train_gets_zero_probability(splits):
 
 
 def test_stage_writes_eval_nesting_and_is_seeded(tmp_path, splits):
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
+    params = {**repo_params(), "paths": paths_under(tmp_path)}
+    params["baseline"]["min_df"] = 1
+    prepared = Path(params["paths"]["prepared"])
+    prepared.mkdir(parents=True)
     for name, frame in splits.items():
         frame.to_parquet(prepared / f"{name}.parquet", index=False)
-    cfg = config_from_dict({"paths": {"prepared": str(prepared),
-                                      "baseline_metrics": str(tmp_path / "m" / "b.json")},
-                            "baseline": {"min_df": 1}})
-    baseline(cfg)
-    first = json.loads((tmp_path / "m" / "b.json").read_text())
+    params_file = write_params(params, tmp_path / "params.yaml")
+    metrics = Path(params["paths"]["baseline_metrics"])
+    run_stage_main("baseline", params_file)
+    first = json.loads(metrics.read_text())
     assert set(first) == {"validation", "test", "ood"} and set(first["ood"]) == {"other"}
     assert first["test"]["count"] == 20 and first["ood"]["other"]["count"] == 30
     assert set(first["test"]) == {"loss", "accuracy", "precision", "recall", "f1", "count"}
-    baseline(cfg)
-    assert json.loads((tmp_path / "m" / "b.json").read_text()) == first
+    run_stage_main("baseline", params_file)
+    assert json.loads(metrics.read_text()) == first
 
 
 def test_missing_train_split_is_a_user_error(tmp_path):
@@ -95,7 +97,7 @@ def test_no_vocabulary_is_a_user_error(splits):
 ])
 def test_bad_baseline_params_name_the_key(params, message):
     with pytest.raises(ConfigError) as err:
-        config_from_dict(params)
+        config_from_dict({**repo_params(), **params})
     assert message in str(err.value)
 
 

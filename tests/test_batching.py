@@ -3,8 +3,8 @@ import datasets
 import numpy as np
 import torch
 
-from stages.batching import (TokenizedSplit, collate, length_grouped_batches, shard_batches,
-                             sorted_batches, split_from_dataset)
+from finetuning.data.batching import (TokenizedSplit, collate, length_grouped_batches,
+                                      shard_batches, sorted_batches, split_from_dataset)
 
 
 def padding_efficiency(lengths, batches):

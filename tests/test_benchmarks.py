@@ -17,6 +17,10 @@ import yaml
 
 from benchmarks import gpu_throughput as gpu
 from benchmarks import trainer_vs_ours as bench
+from finetuning.config import load_config
+from finetuning.data.tokenization import tokenize_splits
+from finetuning.data.tokenizer import load_tokenizer
+from finetuning.monitoring.events import load_events
 from tests.conftest import ROOT, make_sentences
 
 
@@ -156,8 +160,6 @@ def test_gpu_throughput_smoke_on_cpu(tmp_path):
 @pytest.fixture
 def tiny_benchmark_params(tmp_path, tiny_model) -> Path:
     """params.yaml pointing at the tiny model and a tokenized 60-row synthetic set."""
-    from stages.tokenize import load_tokenizer, tokenize_splits
-
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     frame = make_sentences(60, seed=3)
@@ -200,8 +202,6 @@ def test_logging_overhead_compares_full_logging_with_none(tmp_path, tiny_benchma
     from dataclasses import replace
 
     from benchmarks.logging_overhead import timed_run
-    from stages.config import load_config
-    from stages.tblog import load_events
 
     cfg = load_config(tiny_benchmark_params)
     cfg = replace(cfg, train=replace(cfg.train, epochs=1, batch_size=8, threads=1),

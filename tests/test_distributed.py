@@ -5,32 +5,27 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stages import fetch, prepare, tokenize, train
-from stages.config import config_from_dict
-from stages.launch import torchrun_command
-from stages.tblog import load_events
-from tests.conftest import ROOT, tiny_params
+from finetuning.config import config_from_dict
+from finetuning.monitoring.events import load_events
+from finetuning.training.launch import torchrun_command
+from tests.conftest import ROOT, paths_under, run_stage_main, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_model, tiny_data):
     """Tokenized tiny data in a folder, and a params file for 2-process training."""
     root = tmp_path_factory.mktemp("ddp")
-    params = tiny_params(tiny_model, tiny_data)
-    params["paths"] = {k: str(root / v) for k, v in params["paths"].items()}
+    params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
     params["train"].update(num_processes=2, batch_size=4)  # effective batch 8, as single
-    cfg = config_from_dict(params)
-    fetch.fetch(cfg, cache=root / "cache")
-    prepare.prepare(cfg)
-    tokenize.tokenize(cfg)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root, cfg
+    params_file = write_params(params, root / "params.yaml")
+    for stage in ("fetch", "prepare", "tokenize"):
+        run_stage_main(stage, params_file)
+    return root, config_from_dict(params)
 
 
 def test_two_gloo_processes_train_one_model_and_one_log(prepared):
@@ -63,11 +58,13 @@ def test_a_failing_rank_stops_the_whole_run(prepared):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_on_cpu(prepared, tmp_path, precision):
-    _, cfg = prepared
-    paths = replace(cfg.paths, finetuned=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
-                    train_metrics=str(tmp_path / "t.json"), checkpoints=str(tmp_path / "c"))
-    train.train(replace(cfg, paths=paths, train=replace(cfg.train, num_processes=1,
-                                                        precision=precision)))
+    root, _ = prepared
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["paths"].update(finetuned=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
+                           train_metrics=str(tmp_path / "t.json"),
+                           checkpoints=str(tmp_path / "c"))
+    params["train"].update(num_processes=1, precision=precision)
+    run_stage_main("train", write_params(params, tmp_path / "params.yaml"))
     figures = json.loads((tmp_path / "t.json").read_text())
     assert figures["precision"] == precision and figures["steps"] == 24
     assert figures["final_train_loss"] == pytest.approx(0.69, abs=0.1)

@@ -10,13 +10,12 @@ import pytest
 import torch
 import yaml
 
-from stages import fetch, prepare, tokenize
-from stages.checkpoint import CHECKPOINT
-from stages.config import config_from_dict
-from stages.errors import StageError
-from stages.runtime import init_runtime
-from stages.train import build_trainer
-from tests.conftest import ROOT, tiny_params
+from finetuning.config import config_from_dict
+from finetuning.errors import StageError
+from finetuning.training.checkpoint import CHECKPOINT
+from finetuning.training.runtime import init_runtime
+from finetuning.training.session import build_trainer
+from tests.conftest import ROOT, paths_under, repo_params, run_stage_main, tiny_params, write_params
 
 
 class NaNAfter(torch.nn.Module):
@@ -36,17 +35,15 @@ class NaNAfter(torch.nn.Module):
 
 @pytest.fixture
 def tiny_cfg(tmp_path, tiny_model, tiny_data):
-    params = tiny_params(tiny_model, tiny_data)
-    params["paths"] = {k: str(tmp_path / v) for k, v in params["paths"].items()}
-    cfg = config_from_dict(params)
-    fetch.fetch(cfg, cache=tmp_path / "cache")
-    return tmp_path, params, cfg
+    params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(tmp_path)}
+    run_stage_main("fetch", write_params(params, tmp_path / "params.yaml"))
+    return tmp_path, params, config_from_dict(params)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_cfg):
-    _, _, cfg = tiny_cfg
-    prepare.prepare(cfg)
-    tokenize.tokenize(cfg)
+    root, _, cfg = tiny_cfg
+    for stage in ("prepare", "tokenize"):
+        run_stage_main(stage, root / "params.yaml")
     trainer, _ = build_trainer(cfg, init_runtime(1))
     trainer.model = NaNAfter(trainer.module, after=7)  # step 7 is the first bad one
     with pytest.raises(StageError) as err:
@@ -88,8 +85,7 @@ def test_bad_csv_stops_prepare_with_no_outputs(tiny_cfg, case):
 
 
 def test_missing_data_file_stops_fetch_with_no_outputs(tmp_path, tiny_model):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["paths"] = {k: str(tmp_path / v) for k, v in params["paths"].items()}
+    params = {**repo_params(), "paths": paths_under(tmp_path)}
     params["fetch"].update(data=str(tmp_path / "nope.csv"), ood={}, model=str(tiny_model))
     result = run_stage("fetch", tmp_path, params)
     assert result.returncode == 1

@@ -22,21 +22,13 @@ from typing import Any
 import pytest
 import yaml
 from tests.conftest import make_repo_copy, tiny_params
-from tests.prefect_helpers import (
-    VENV_BIN,
-    PrefectServer,
-    fresh_home,
-    group_alive,
-    kill_marked,
-    marked_pids,
-    migrated_database,
-    prefect_env,
-    prefect_server,
-    serving,
-    worker,
-)
+from tests.prefect_helpers import (VENV_BIN, PrefectServer, fresh_home, group_alive, kill_marked,
+                                   marked_pids, migrated_database, prefect_env, prefect_server,
+                                   serving, worker)
 
-from flows.finetune import apply_overrides, read_pipeline
+from finetuning.config import read_params as read_params_file
+from flows.dvc_pipeline import git_files, stage_order
+from flows.overrides import apply_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -197,29 +189,36 @@ def max_logged_learning_rate(repo: Path) -> float:
         return max(float(row["value"]) for row in csv.DictReader(rows, delimiter="\t"))
 
 
-def test_apply_overrides_keeps_comments_and_writes_yaml11_floats(tmp_path):
+def test_apply_overrides_keeps_comments_and_writes_numbers(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(TOY_PARAMS)
     apply_overrides(params, {"train.learning_rate": 3e-5, "fetch.model": "bert-base-uncased"})
     text = params.read_text()
     assert "# Toy pipeline parameters" in text and "# model source" in text
-    # PyYAML (YAML 1.1) is what the stages read params with: ruamel's `3e-05`
-    # would be a string to it.
-    assert yaml.safe_load(text)["train"]["learning_rate"] == 3e-5
-    assert yaml.safe_load(text)["fetch"]["model"] == "bert-base-uncased"
+    # The stages read params.yaml as YAML 1.2, as DVC does: `3e-05` is a number.
+    assert read_params_file(params)["train"]["learning_rate"] == 3e-5
+    assert read_params_file(params)["fetch"]["model"] == "bert-base-uncased"
     with pytest.raises(ValueError, match="unknown params key 'train.lr'.*learning_rate"):
         apply_overrides(params, {"train.lr": 1})
 
 
-def test_read_pipeline_orders_stages_by_their_dependencies(tmp_path):
+def test_stages_in_dependency_order_and_the_files_git_keeps(tmp_path):
     (tmp_path / "dvc.yaml").write_text(TOY_DVC_YAML)
     (tmp_path / "params.yaml").write_text(TOY_PARAMS)
     dvc("init", "--no-scm", "-q", cwd=tmp_path)
-    stages, files = read_pipeline(tmp_path)
-    assert stages == ["fetch", "train", "evaluate"]
-    # What `dvc exp save` must take along: git-tracked deps and outputs.
-    assert {"dvc.yaml", "dvc.lock", "params.yaml", "metrics.json"} <= set(files)
-    assert "model.txt" not in files  # in the DVC cache, not git
+    assert stage_order(tmp_path) == ["fetch", "train", "evaluate"]
+    # What `dvc exp save` must take along: git-tracked deps and outputs, once they exist.
+    assert git_files(tmp_path) == ["dvc.yaml", "params.yaml"]
+    for name in ("dvc.lock", "metrics.json", "model.txt"):
+        (tmp_path / name).write_text("x")
+    assert git_files(tmp_path) == ["dvc.lock", "dvc.yaml", "metrics.json", "params.yaml"]
+
+
+def test_the_real_pipeline_keeps_metrics_and_plots_in_git(pipeline_repo):
+    files = git_files(pipeline_repo)
+    assert "dvc.yaml" in files and "params.yaml" in files and "finetuning/cli.py" not in files
+    assert "stages/train.py" in files and "finetuning/training/loop.py" in files  # code deps
+    assert not any(f.startswith(("data/", "models/", "logs/")) for f in files)
 
 
 def test_served_run_applies_the_override_and_a_rerun_is_cached(
@@ -252,8 +251,9 @@ def test_served_run_applies_the_override_and_a_rerun_is_cached(
         "flow_runs": {"name": {"any_": [name]}},
     }
     (artifact,) = server.api("POST", "/artifacts/filter", json=query).json()
-    assert "| finetuned | test |" in artifact["data"]
-    assert "| baseline | test |" in artifact["data"]
+    assert "| test | fine-tuned |" in artifact["data"]
+    assert "| test | baseline |" in artifact["data"]
+    assert "## Summary" in artifact["data"] and f"Stages: {stages[0]} (ran)" in artifact["data"]
 
     again = unique("again")
     code, output, seconds = deployment_run(server, {"learning_rate": learning_rate}, again)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from stages.inference import classification_report
-from stages.metrics import RunningMetrics, confusion_matrix, scores
+from finetuning.metrics import classification_report
+from finetuning.metrics import RunningMetrics, confusion_matrix, scores
 
 
 def test_scores_match_sklearn_macro():

@@ -2,9 +2,9 @@
 import pandas as pd
 import pytest
 
-from stages.config import Prepare
-from stages.errors import StageError
-from stages.prepare import clean, stratified_split, subsample
+from finetuning.config import Prepare
+from finetuning.errors import StageError
+from finetuning.data.splits import clean, stratified_split, subsample
 
 
 def frame(n_pos, n_neg):

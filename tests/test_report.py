@@ -2,7 +2,6 @@
 from the same numbers, and `dvc plots show` / `dvc plots diff` pages that render offline."""
 from __future__ import annotations
 
-import ast
 import base64
 import importlib.util
 import io
@@ -24,14 +23,13 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, ro
                              roc_curve)
 from tensorboardX import SummaryWriter
 
-from stages.config import Config, config_from_dict
-from stages.document import Section, Table, to_html, to_markdown
-from stages.plots import (average_precision, positive_scores, pr_points, read_series, roc_auc,
-                          roc_points)
-from stages.provenance import git_state
-from stages.report import report
-from stages.tblog import read_scalars
-from tests.conftest import BIN, ROOT, run
+from finetuning.config import Config, config_from_dict
+from finetuning.monitoring.events import read_scalars
+from finetuning.provenance import git_state
+from finetuning.reporting.document import Section, Table, to_html, to_markdown
+from finetuning.reporting.plots import curve_areas, positive_scores, read_series
+from tests.conftest import BIN, ROOT, paths_under, repo_params, run, run_stage_main, write_params
+from tests.imports import local_imports
 
 SCRIPTS = ROOT / "scripts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,13 +78,12 @@ def write_events(logdir: Path, curves: dict[str, list[tuple[int, float]]]) -> No
 
 def write_inputs(root: Path) -> Config:
     """Every file the report reads, with known contents, and a config pointing at them."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["paths"] = {k: str(root / v) for k, v in params["paths"].items()}
-    params["report"] = {"mistakes": 2}
+    params = {**repo_params(), "paths": paths_under(root), "report": {"mistakes": 2}}
+    write_params(params, root / "params.yaml")
     cfg = config_from_dict(params)
     paths = cfg.paths
     files = {
-        Path(paths.raw_data) / "source.json": {"data": {"source": "reviews.csv"},
+        paths.source_record: {"data": {"source": "reviews.csv"},
                                                "model": {"source": "tiny-bert"}, "ood": {}},
         paths.prepare_metrics: {"rows": {"train": 40, "test": 6},
                                 "labels": {"train": {"negative": 30, "positive": 10},
@@ -113,8 +110,9 @@ def write_inputs(root: Path) -> Config:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> Config:
     """The report stage run once on known inputs."""
-    cfg = write_inputs(tmp_path_factory.mktemp("report"))
-    report(cfg)
+    root = tmp_path_factory.mktemp("report")
+    cfg = write_inputs(root)
+    run_stage_main("report", root / "params.yaml")
     return cfg
 
 
@@ -166,6 +164,15 @@ def test_most_confident_mistakes_in_order(made):
     assert "The 2 most confident mistakes" in text
 
 
+def test_summary_file_holds_the_summary_and_metrics_sections_only(made):
+    """What the Prefect flow shows as a run's artifact: the same text as the report's."""
+    summary = report_text(made, "summary.md")
+    assert summary.startswith("## Summary\n") and "## Metrics: fine-tuned model vs baseline" in summary
+    assert "| test | fine-tuned | 0.8333 |" in summary and "| test | baseline | 0.6667 |" in summary
+    assert "## Training curves" not in summary
+    assert summary.strip() in report_text(made)
+
+
 def test_html_is_self_contained_small_and_escaped(made):
     page = report_text(made, "report.html")
     assert len(page.encode()) < 5 * 2**20
@@ -194,9 +201,8 @@ def test_confusion_and_curve_points_match_the_predictions(made):
     assert [p["fpr"] for p in roc] == pytest.approx(fpr.tolist())
     assert [p["tpr"] for p in roc] == pytest.approx(tpr.tolist())
     assert roc[0]["threshold"] is None  # sklearn's +inf, which JSON cannot hold
-    ap, auc = average_precision(pr), roc_auc(roc)
-    assert ap == pytest.approx(average_precision_score(truth, PREDICTIONS["prob_positive"]))
-    assert auc == pytest.approx(roc_auc_score(truth, PREDICTIONS["prob_positive"]))
+    ap = average_precision_score(truth, PREDICTIONS["prob_positive"])
+    auc = roc_auc_score(truth, PREDICTIONS["prob_positive"])
     assert f"average precision {ap:.4f}, ROC AUC {auc:.4f}" in report_text(made)
 
 
@@ -208,10 +214,9 @@ def test_more_than_two_classes_pool_one_vs_rest():
     truth, score, name = positive_scores(frame, labels)
     assert name == "micro average over classes" and len(truth) == 12
     onehot = np.eye(3)[[0, 1, 2, 1]]
-    assert average_precision(pr_points(truth, score)) == pytest.approx(
-        average_precision_score(onehot, probs, average="micro"))
-    assert roc_auc(roc_points(truth, score)) == pytest.approx(
-        roc_auc_score(onehot, probs, average="micro"))
+    ap, auc = curve_areas(truth, score)
+    assert ap == pytest.approx(average_precision_score(onehot, probs, average="micro"))
+    assert auc == pytest.approx(roc_auc_score(onehot, probs, average="micro"))
 
 
 def test_git_state_marks_dirty_but_not_for_pipeline_outputs(tmp_path, monkeypatch):
@@ -238,26 +243,13 @@ def test_markdown_and_html_render_the_same_table():
     assert "see <code>x</code> and <b>y</b>" in page
 
 
-def stage_imports(module: str) -> set[str]:
-    """stages/*.py files `module` imports, transitively (what dvc.yaml deps must list)."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse((ROOT / "stages" / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
-                todo.append(node.module.split(".")[1])
-    return {f"stages/{name}.py" for name in seen}
-
-
 @pytest.mark.parametrize("stage", list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]))
-def test_dvc_deps_list_every_imported_stage_module(stage):
+def test_dvc_deps_list_every_imported_code_file(stage):
     """A stage reruns when any code it runs changes: no more, no less."""
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     assert spec["cmd"] == f"python -m stages.{stage}"
-    assert {d for d in spec["deps"] if d.startswith("stages/")} == stage_imports(stage)
+    code = {d for d in spec["deps"] if d.endswith(".py")}
+    assert code == local_imports(f"stages.{stage}"), sorted(local_imports(f"stages.{stage}"))
 
 
 @needs_chromium

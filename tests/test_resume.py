@@ -10,10 +10,11 @@ import subprocess
 import time
 from dataclasses import replace
 
-from stages.checkpoint import CHECKPOINT, fingerprint, load_checkpoint, save_checkpoint
-from stages.config import config_from_dict
-from stages.tblog import load_events
-from tests.conftest import BIN, make_repo_copy, run, tiny_params
+from finetuning.config import config_from_dict
+from finetuning.monitoring.events import load_events
+from finetuning.training.checkpoint import (CHECKPOINT, fingerprint, load_checkpoint,
+                                            save_checkpoint)
+from tests.conftest import BIN, make_repo_copy, paths_under, run, tiny_params
 
 MODEL = "models/finetuned/model.safetensors"
 
@@ -56,7 +57,7 @@ def test_killed_training_resumes_exactly_and_reruns_repeat(tmp_path, tiny_model,
 
 def test_checkpoint_from_other_settings_is_discarded(tmp_path, tiny_model, tiny_data, caplog):
     params = tiny_params(tiny_model, tiny_data)
-    params["paths"] = {k: str(tmp_path / v) for k, v in params["paths"].items()}
+    params["paths"] = paths_under(tmp_path)
     params["paths"]["base_model"] = str(tiny_model)
     (tmp_path / "data/tokenized/train").mkdir(parents=True)
     (tmp_path / "data/tokenized/train/state.json").write_text('{"_fingerprint": "abc"}')

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from stages.schedule import accumulation, build_optimizer, steps_per_epoch, warmup_linear_decay
+from finetuning.training.schedule import (accumulation, build_optimizer, steps_per_epoch,
+                                          warmup_linear_decay)
 
 
 def test_accumulation_steps_on_group_ends_and_the_epoch_end():

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import StageError
-from stages.fetch import check_model_folder, copy_tables
-from stages.sources import (Archive, extract_minilm, fetch_archive, parse_source,
-                            read_vader_set, safe_member_path, sha256_of)
+from finetuning.errors import StageError
+from finetuning.data.fetching import check_model_folder, copy_tables
+from finetuning.data.sources import (Archive, extract_minilm, fetch_archive, parse_source,
+                                     read_vader_set, safe_member_path, sha256_of)
 
 
 def test_parse_source_kinds(tmp_path):

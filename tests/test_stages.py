@@ -1,4 +1,4 @@
-"""Smoke test of every stage body in order, in-process, on the tiny model and ~60 rows."""
+"""Smoke test of every stage's entry point in order, on the tiny model and ~60 rows."""
 from __future__ import annotations
 
 import json
@@ -8,18 +8,19 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
-from stages import baseline, evaluate, fetch, prepare, report, tokenize, train
-from stages.batching import load_splits
-from stages.config import Config, Paths, config_from_dict
-from stages.tblog import load_events
-from tests.conftest import BIN, tiny_params
+from finetuning.config import Config, config_from_dict
+from finetuning.data.batching import load_splits
+from finetuning.monitoring.events import load_events
+from tests.conftest import BIN, paths_under, run_stage_main, tiny_params, write_params
+
+STAGES = ("fetch", "prepare", "tokenize", "train", "evaluate", "baseline", "report")
 
 TUTORIAL_SCALARS = {"train/loss", "train/accuracy", "train/learning_rate", "eval/loss",
                     "eval/accuracy"}
@@ -30,14 +31,11 @@ TUTORIAL_HISTOGRAMS = {"input_ids", "attention_mask", "logits", "targets"}
 def run_dir(tmp_path_factory, tiny_model, tiny_data) -> tuple[Path, Config]:
     """Run fetch -> report once into a temporary folder."""
     root = tmp_path_factory.mktemp("stages")
-    params = tiny_params(tiny_model, tiny_data)
-    params["paths"] = {k: str(root / v) for k, v in params["paths"].items()}
-    cfg = config_from_dict(params)
-    fetch.fetch(cfg, cache=root / "cache")
-    for stage in (prepare.prepare, tokenize.tokenize, train.train, evaluate.evaluate,
-                  baseline.baseline, report.report):
-        stage(cfg)
-    return root, cfg
+    params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
+    params_file = write_params(params, root / "params.yaml")
+    for stage in STAGES:
+        run_stage_main(stage, params_file)
+    return root, config_from_dict(params)
 
 
 def test_fetch_copies_data_and_model(run_dir):
@@ -114,13 +112,19 @@ def test_report_has_table_and_curves(run_dir):
 
 def test_runs_are_deterministic(run_dir, tmp_path):
     """Same params and seed on CPU: the same trained weights, hence the same metrics."""
-    _, cfg = run_dir
-    other = {**cfg.paths.__dict__, "finetuned": str(tmp_path / "m"),
-             "tensorboard": str(tmp_path / "tb"), "train_metrics": str(tmp_path / "t.json")}
-    train.train(replace(cfg, paths=Paths(**other)))
+    root, cfg = run_dir
+    params = config_params(root)
+    params["paths"].update(finetuned=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
+                           train_metrics=str(tmp_path / "t.json"))
+    run_stage_main("train", write_params(params, tmp_path / "params.yaml"))
     first = load_file(Path(cfg.paths.finetuned) / "model.safetensors")
     second = load_file(tmp_path / "m" / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def config_params(root: Path) -> dict:
+    """The params file the run in `root` used."""
+    return yaml.safe_load((root / "params.yaml").read_text())
 
 
 def test_tensorboard_has_every_tag_group_with_increasing_steps(run_dir):

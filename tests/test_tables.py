@@ -3,8 +3,8 @@ the file, row, column and value named."""
 import pandas as pd
 import pytest
 
-from stages.errors import StageError
-from stages.tables import read_examples, read_table, to_examples
+from finetuning.errors import StageError
+from finetuning.data.tables import read_examples, read_table, to_examples
 
 LABELS = ["negative", "positive"]
 

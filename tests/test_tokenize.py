@@ -1,7 +1,7 @@
 """Tokenize once: truncation is flagged, not silent."""
 from transformers import BertTokenizerFast
 
-from stages.tokenize import encode_batch
+from finetuning.data.tokenization import encode_batch
 
 
 def test_encode_batch_flags_truncated_rows(tiny_model):

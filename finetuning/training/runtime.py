@@ -6,6 +6,7 @@ single process. The same code path serves a laptop CPU and a multi-node GPU job.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 
@@ -50,6 +51,15 @@ def init_runtime(threads: int = 0) -> Runtime:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device, rank, world_size)
+
+
+def quiet_unless_main(runtime: Runtime) -> None:
+    """One voice: rank 0 logs progress, the other ranks only warnings."""
+    if not runtime.is_main:
+        import transformers
+
+        logging.getLogger().setLevel(logging.WARNING)
+        transformers.logging.set_verbosity_error()
 
 
 def use_tf32() -> None:

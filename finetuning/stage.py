@@ -7,10 +7,16 @@ import os
 import sys
 from collections.abc import Callable
 
-from stages.config import PARAMS_FILE, Config, load_config
-from stages.errors import USER_ERRORS
+from finetuning.config import PARAMS_FILE, Config, load_config
+from finetuning.errors import USER_ERRORS
 
-log = logging.getLogger("stages")
+log = logging.getLogger("finetuning.stage")
+
+
+def setup_logging() -> None:
+    """Timestamped log lines on standard error (standard output stays for data)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def run_stage(name: str, description: str, body: Callable[[Config], None],
@@ -18,8 +24,9 @@ def run_stage(name: str, description: str, body: Callable[[Config], None],
     """Parse the common arguments, load params, run `body`; exit 1 with one clear line on
     a user error (bad params, bad input) instead of a traceback.
 
-    Every stage but fetch runs with the Hugging Face Hub switched off: after fetch,
-    nothing may touch the network.
+    Every stage but fetch runs with the Hugging Face Hub switched off (for anything
+    imported from here on; the library's own loaders read local folders only): after
+    fetch, nothing may touch the network.
     """
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -28,8 +35,7 @@ def run_stage(name: str, description: str, body: Callable[[Config], None],
     parser.add_argument("--params", default=PARAMS_FILE,
                         help="params file to read (default: %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         body(load_config(args.params))
     except USER_ERRORS as err:

@@ -1,7 +1,9 @@
-"""The one exception type stages raise for problems a user can fix (bad input, bad params)."""
+"""The two exception types for problems a user can fix: bad params and bad input."""
 from __future__ import annotations
 
-from stages.config import ConfigError
+
+class ConfigError(ValueError):
+    """params.yaml is malformed: the message names the key and what is allowed."""
 
 
 class StageError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Relaunch the train stage under torch's own distributed launcher (torchrun).
+"""Relaunch a stage under torch's own distributed launcher (torchrun).
 
 `dvc repro` and the Prefect flow run `python -m stages.train` as always; when params ask
 for more than one process, that process becomes the launcher: it runs torchrun with the
@@ -14,8 +14,8 @@ import sys
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from stages.config import Train
-from stages.errors import StageError
+from finetuning.config import Train
+from finetuning.errors import StageError
 
 __all__ = ["launch_distributed", "needs_launch", "record", "torchrun_command"]
 
@@ -27,7 +27,7 @@ def needs_launch(cfg: Train) -> bool:
     return (cfg.num_processes > 1 or cfg.nnodes > 1) and "LOCAL_RANK" not in os.environ
 
 
-def torchrun_command(cfg: Train, argv: list[str], module: str = "stages.train") -> list[str]:
+def torchrun_command(cfg: Train, argv: list[str], module: str) -> list[str]:
     """The torchrun command line that runs `python -m <module> <argv>` on every rank."""
     cmd = [sys.executable, "-m", "torch.distributed.run",
            f"--nproc-per-node={cfg.num_processes}", "--max-restarts=0"]
@@ -39,9 +39,10 @@ def torchrun_command(cfg: Train, argv: list[str], module: str = "stages.train") 
     return cmd + ["-m", module, *argv]
 
 
-def launch_distributed(cfg: Train, argv: list[str] | None = None) -> None:
-    """Run the stage on every rank through torchrun; raise if any rank failed."""
-    cmd = torchrun_command(cfg, sys.argv[1:] if argv is None else argv)
+def launch_distributed(cfg: Train, module: str, argv: list[str] | None = None) -> None:
+    """Run `python -m <module>` on every rank through torchrun (with this process's own
+    arguments unless `argv`); raise if any rank failed."""
+    cmd = torchrun_command(cfg, sys.argv[1:] if argv is None else argv, module)
     log.info("launching %d process(es) x %d node(s): %s", cfg.num_processes, cfg.nnodes,
              " ".join(cmd))
     env = dict(os.environ)

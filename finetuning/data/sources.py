@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.errors import StageError
+from finetuning.errors import StageError
 
 log = logging.getLogger(__name__)
 

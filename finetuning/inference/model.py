@@ -1,17 +1,18 @@
-"""Model loading and batched prediction, shared by the train and evaluate stages."""
+"""Loading a sequence classifier and predicting whole tokenized splits with it (the train
+and evaluate stages, the benchmarks)."""
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from stages.batching import TokenizedSplit, iterate_batches, sorted_batches
-from stages.errors import StageError
-from stages.metrics import confusion_matrix, scores
+from finetuning.data.batching import TokenizedSplit, iterate_batches, sorted_batches
+from finetuning.errors import StageError
+from finetuning.metrics import classification_report
 
 
 def load_classifier(folder: str | Path, labels: list[str] | None = None) -> PreTrainedModel:
@@ -23,7 +24,7 @@ def load_classifier(folder: str | Path, labels: list[str] | None = None) -> PreT
                   "label2id": {name: i for i, name in enumerate(labels)}}
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            folder, attn_implementation="sdpa", **kwargs)
+            folder, attn_implementation="sdpa", local_files_only=True, **kwargs)
     except (OSError, ValueError) as err:
         raise StageError(f"could not load a classifier from {folder}: {err}") from err
 
@@ -59,10 +60,26 @@ def predict_logits(model: torch.nn.Module, split: TokenizedSplit, batch_size: in
     return result, pooled
 
 
-def classification_report(logits: torch.Tensor, labels: torch.Tensor | np.ndarray,
-                          num_labels: int) -> dict[str, float]:
-    """Mean cross-entropy loss, accuracy and macro precision / recall / F1."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    confusion = confusion_matrix(logits.argmax(-1), labels, num_labels).numpy()
-    return {"loss": float(F.cross_entropy(logits, labels)), **scores(confusion),
-            "count": int(len(labels))}
+def score_splits(model: torch.nn.Module, splits: dict[str, TokenizedSplit], batch_size: int,
+                 pad_id: int, device: torch.device,
+                 amp: contextlib.AbstractContextManager | None = None
+                 ) -> dict[str, tuple[torch.Tensor, dict[str, float]]]:
+    """Logits and scores (loss, accuracy, macro precision / recall / F1) of each split."""
+    num_labels = model.config.num_labels
+    out = {}
+    for name, split in splits.items():
+        logits = predict_logits(model, split, batch_size, pad_id, device, amp)
+        out[name] = logits, classification_report(logits, split.labels, num_labels)
+    return out
+
+
+def predictions_frame(texts: list[str], labels: np.ndarray, logits: torch.Tensor,
+                      names: list[str]) -> pd.DataFrame:
+    """One row per example: text, true and predicted label names, class probabilities."""
+    probs = logits.softmax(-1).numpy()
+    frame = pd.DataFrame({"text": texts, "label": [names[i] for i in labels],
+                          "predicted": [names[i] for i in probs.argmax(-1)],
+                          "confidence": probs.max(-1)})
+    for i, name in enumerate(names):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame

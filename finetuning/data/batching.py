@@ -54,10 +54,10 @@ def split_from_dataset(split: datasets.Dataset) -> TokenizedSplit:
                           table.column("label").to_numpy().astype(np.int64))
 
 
-def load_splits(folder: str | Path) -> dict[str, TokenizedSplit]:
-    """Load every split written by the tokenize stage."""
+def load_splits(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, TokenizedSplit]:
+    """Load every split written by the tokenize stage, except those named in `skip`."""
     dataset = datasets.load_from_disk(str(folder))
-    return {name: split_from_dataset(dataset[name]) for name in dataset}
+    return {name: split_from_dataset(dataset[name]) for name in dataset if name not in skip}
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int,

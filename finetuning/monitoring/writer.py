@@ -1,4 +1,4 @@
-"""The one tensorboardX writer wrapper, and the reader that gets logs back out.
+"""The one tensorboardX writer wrapper (events.py reads the logs back).
 
 Tags follow the tutorial this product grew from: `train/loss`, `eval/accuracy`, ... The
 log folder name is fixed (no timestamps in names we control), so `tensorboard --logdir`
@@ -11,11 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboardX import SummaryWriter
 
-# Keep every event: the default guidance samples scalars and keeps one histogram.
-KEEP_ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0, "compressedHistograms": 0}
 HPARAMS_RUN = "hparams"  # fixed sub-run name: tensorboardX would otherwise use time.time()
 
 
@@ -97,19 +94,3 @@ class MetricsWriter:
         """Flush and close the event file."""
         if self.writer:
             self.writer.close()
-
-
-def load_events(logdir: str | Path) -> EventAccumulator:
-    """tensorboard's own reader over `logdir`, keeping every event."""
-    if not Path(logdir).is_dir():
-        raise FileNotFoundError(f"no TensorBoard log folder at {logdir}")
-    acc = EventAccumulator(str(logdir), size_guidance=KEEP_ALL)
-    acc.Reload()
-    return acc
-
-
-def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series in `logdir` as {tag: [(step, value), ...]} in step order."""
-    acc = load_events(logdir)
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
-            for tag in acc.Tags()["scalars"]}

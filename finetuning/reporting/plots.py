@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve, roc_curve
+from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
+                             roc_curve)
 
-from stages.errors import StageError
+from finetuning.errors import StageError
 
 Series = list[tuple[int, float]]
 CONFUSION_FILE = "confusion.csv"
@@ -76,25 +78,35 @@ def roc_points(truth: np.ndarray, score: np.ndarray) -> list[dict]:
             for f, t, h in zip(fpr, tpr, thresholds)]
 
 
-def export_plots(scalars: dict[str, Series], predictions: pd.DataFrame, pr: list[dict],
-                 roc: list[dict], out: Path) -> None:
+def export_plots(scalars: dict[str, Series], predictions: pd.DataFrame, curves: Curves,
+                 out: Path) -> None:
     """Write every scalar series, the test confusion pairs and PR / ROC points into `out`."""
     for tag, series in scalars.items():
         write_series(series, out / curve_file(tag))
     predictions[["label", "predicted"]].rename(columns={"label": "actual"}).to_csv(
         out / CONFUSION_FILE, index=False)
-    for name, points in ((PR_FILE, pr), (ROC_FILE, roc)):
+    for name, points in ((PR_FILE, curves.pr), (ROC_FILE, curves.roc)):
         (out / name).write_text(json.dumps(points, indent=1) + "\n", encoding="utf-8")
 
 
-def average_precision(pr: list[dict]) -> float:
-    """Area under the precision-recall points, as scikit-learn's average_precision_score:
-    the sum of precision x recall step, recall falling from 1 to 0."""
-    recall = np.array([p["recall"] for p in pr])
-    precision = np.array([p["precision"] for p in pr])
-    return float(-np.sum(np.diff(recall) * precision[:-1]))
+def curve_areas(truth: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """Average precision and ROC AUC of the (is-positive, score) pairs."""
+    return float(average_precision_score(truth, score)), float(roc_auc_score(truth, score))
 
 
-def roc_auc(roc: list[dict]) -> float:
-    """Area under the ROC points (trapezoids)."""
-    return float(np.trapezoid([p["tpr"] for p in roc], [p["fpr"] for p in roc]))
+@dataclass(frozen=True)
+class Curves:
+    """The test split's precision-recall and ROC curves, their areas, and what they are of."""
+
+    name: str
+    pr: list[dict]
+    roc: list[dict]
+    average_precision: float
+    roc_auc: float
+
+
+def curves_of(predictions: pd.DataFrame, labels: list[str]) -> Curves:
+    """PR and ROC points and areas of the evaluate stage's test predictions."""
+    truth, score, name = positive_scores(predictions, labels)
+    return Curves(name, pr_points(truth, score), roc_points(truth, score),
+                  *curve_areas(truth, score))

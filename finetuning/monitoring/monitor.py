@@ -12,10 +12,12 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from stages.config import Config
-from stages.figures import confusion_figure
-from stages.metrics import confusion_matrix
-from stages.tblog import MetricsWriter, to_numpy
+from finetuning.config import Config
+from finetuning.metrics import confusion_matrix
+from finetuning.monitoring.writer import MetricsWriter, to_numpy
+from finetuning.reporting.document import table_markdown
+from finetuning.reporting.figures import confusion_figure
+from finetuning.reporting.mistakes import mistakes_table
 
 HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "weight_decay",
                "grad_accum_steps", "precision", "seed", "max_grad_norm")
@@ -36,20 +38,6 @@ def grouped_parameters(model: torch.nn.Module, grads: bool) -> dict[str, torch.T
         if value is not None:
             groups.setdefault(layer_group(name), []).append(value.detach().flatten())
     return {group: torch.cat(values) for group, values in groups.items()}
-
-
-def mistakes_table(texts: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str],
-                   limit: int) -> str:
-    """Markdown table of the most confident wrong predictions."""
-    preds = probs.argmax(-1)
-    wrong = np.flatnonzero(preds != labels)
-    wrong = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:limit]
-    rows = ["| text | true | predicted | probability |", "|---|---|---|---:|"]
-    for i in wrong:
-        text = texts[i].replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| {text} | {names[labels[i]]} | {names[preds[i]]} | "
-                    f"{probs[i, preds[i]]:.3f} |")
-    return "\n".join(rows) if len(rows) > 2 else "no misclassified examples"
 
 
 class Monitor:
@@ -95,8 +83,9 @@ class Monitor:
             self.writer.figure("eval/confusion_matrix", confusion_figure(
                 confusion, self.labels, f"validation, step {step}"), step)
         if self.tb.mistakes:
-            self.writer.text("eval/mistakes", mistakes_table(
-                self.val_texts, labels, probs, self.labels, self.tb.mistakes), step)
+            table = mistakes_table(self.val_texts, labels, probs, self.labels, self.tb.mistakes)
+            self.writer.text("eval/mistakes", table_markdown(table) if table.rows
+                             else "no misclassified examples", step)
 
     def final(self, step: int, reports: dict[str, dict]) -> None:
         """Scores of every split at the end, and the run's params with them for HPARAMS."""

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from stages.config import OOD_PREFIX
+from finetuning.config import OOD_PREFIX
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
@@ -40,6 +41,23 @@ def scores(confusion: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(true_pos.sum() / total) if total else 0.0,
             "precision": float(precision.mean()), "recall": float(recall.mean()),
             "f1": float(f1.mean())}
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor | np.ndarray,
+                          num_labels: int) -> dict[str, float]:
+    """Mean cross-entropy loss, accuracy, macro precision / recall / F1 and the count."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    confusion = confusion_matrix(logits.argmax(-1), labels, num_labels).numpy()
+    return {"loss": float(F.cross_entropy(logits, labels)), **scores(confusion),
+            "count": int(len(labels))}
+
+
+def confident_mistakes(labels: np.ndarray, probs: np.ndarray, limit: int) -> np.ndarray:
+    """Rows whose prediction (argmax of `probs`) is wrong, most confident first, at most
+    `limit` of them (ties keep row order)."""
+    preds = probs.argmax(-1)
+    wrong = np.flatnonzero(preds != labels)
+    return wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:limit]
 
 
 class RunningMetrics:

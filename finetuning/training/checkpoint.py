@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from stages.config import Config
+from finetuning.config import Config
 
 log = logging.getLogger(__name__)
 

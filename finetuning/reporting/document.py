@@ -73,9 +73,10 @@ def table_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(title: str, sections: list[Section]) -> str:
-    """The whole document as Markdown; images referenced by file name."""
-    parts = [f"# {title}", ""]
+def to_markdown(title: str | None, sections: list[Section]) -> str:
+    """The whole document as Markdown (no top heading without `title`); images referenced
+    by file name."""
+    parts = [f"# {title}", ""] if title else []
     for section in sections:
         parts += [f"## {section.title}", ""]
         for block in section.blocks:

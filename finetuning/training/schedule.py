@@ -1,4 +1,4 @@
-"""Step arithmetic and the optimizer: gradient accumulation, warmup/decay, AdamW groups.
+"""Step arithmetic and the optimizer: gradient accumulation, AdamW groups, the schedule.
 
 Kept apart from the loop so the off-by-one-prone parts have their own tests.
 """
@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 
 import torch
+
+from finetuning.config import Train
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
 
@@ -40,6 +42,13 @@ def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[i
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Train,
+                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of `train.schedule` over `total_steps` optimizer steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total_steps,
+                                                                            cfg.warmup))
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.errors import StageError
+from finetuning.errors import StageError
 
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
 

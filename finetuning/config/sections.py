@@ -1,0 +1,197 @@
+"""The sections of params.yaml, one frozen dataclass each, with their range checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from finetuning.config.checks import check
+
+OOD_PREFIX = "ood_"  # split name of out-of-domain set <name>: ood_<name>
+SOURCE_FILE = "source.json"  # fetch's provenance record, inside paths.raw_data
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file and folder the stages read or write. Declared once, in params.yaml
+    `paths:` (dvc.yaml reads them from there too), so no key has a default here."""
+
+    raw_data: str
+    base_model: str
+    prepared: str
+    tokenized: str
+    finetuned: str
+    tensorboard: str
+    checkpoints: str
+    predictions: str
+    plots: str
+    reports: str
+    prepare_metrics: str
+    tokenize_metrics: str
+    train_metrics: str
+    eval_metrics: str
+    baseline_metrics: str
+
+    @property
+    def source_record(self) -> str:
+        """What fetch fetched, with archive sha256s (dvc.yaml names it for report too)."""
+        return f"{self.raw_data}/{SOURCE_FILE}"
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Where the data and the pretrained model come from (see finetuning/data/sources.py)."""
+
+    data: str = "registry:vader/movieReviewSnippets"
+    ood: dict[str, str] = field(default_factory=dict)
+    model: str = "registry:all-minilm-l6-v2"
+    hf_splits: list[str] = field(default_factory=list)
+    hf_revision: str = "main"
+
+    def validate(self) -> None:
+        check(bool(self.data.strip()), "fetch.data", "a non-empty source string", self.data)
+        check(bool(self.model.strip()), "fetch.model", "a non-empty source string", self.model)
+        for name in self.ood:
+            check(name.isidentifier(), f"fetch.ood.{name}",
+                  "a name of letters, digits and '_' (it becomes a split name)", name)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """How raw tables become labelled train/validation/test splits."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    validation_size: float = 0.1
+    test_size: float = 0.1
+    max_rows: int = 0
+    seed: int = 42
+
+    def validate(self) -> None:
+        check(len(self.labels) >= 2 and len(set(self.labels)) == len(self.labels),
+              "prepare.labels", "a list of at least 2 distinct label names", self.labels)
+        for key in ("validation_size", "test_size"):
+            value = getattr(self, key)
+            check(0 < value < 1, f"prepare.{key}", "a fraction in (0, 1)", value)
+        check(self.validation_size + self.test_size < 1, "prepare.test_size",
+              "such that validation_size + test_size < 1", self.test_size)
+        check(self.max_rows >= 0, "prepare.max_rows", ">= 0 (0 keeps every row)", self.max_rows)
+
+
+@dataclass(frozen=True)
+class Tokenize:
+    """Tokenizer settings; padding happens per batch at train time, never here."""
+
+    max_length: int = 64
+
+    def validate(self) -> None:
+        check(8 <= self.max_length <= 8192, "tokenize.max_length", "an integer in [8, 8192]",
+              self.max_length)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("linear", "cosine", "constant")  # after the warmup
+
+
+@dataclass(frozen=True)
+class Train:
+    """Optimisation, logging and scale-out settings of the train stage."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    precision: str = "fp32"
+    seed: int = 42
+    eval_every: int = 0
+    checkpoint_every: int = 200
+    num_processes: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = "127.0.0.1:29500"
+    threads: int = 0
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size", "grad_accum_steps", "num_processes", "nnodes"):
+            check(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
+        check(0 <= self.node_rank < self.nnodes, "train.node_rank", "in [0, train.nnodes)",
+              self.node_rank)
+        check(":" in self.rdzv_endpoint, "train.rdzv_endpoint", "host:port", self.rdzv_endpoint)
+        for key in ("eval_every", "checkpoint_every", "threads"):
+            check(getattr(self, key) >= 0, f"train.{key}", "an integer >= 0 (0 = off/auto)",
+                  getattr(self, key))
+        check(0 < self.learning_rate < 1, "train.learning_rate", "a float in (0, 1)",
+              self.learning_rate)
+        check(self.weight_decay >= 0, "train.weight_decay", "a float >= 0", self.weight_decay)
+        check(0 <= self.warmup < 1, "train.warmup", "a fraction of the steps in [0, 1)",
+              self.warmup)
+        check(self.max_grad_norm >= 0, "train.max_grad_norm", "a float >= 0 (0 = no clipping)",
+              self.max_grad_norm)
+        check(self.schedule in SCHEDULES, "train.schedule", f"one of {SCHEDULES}",
+              self.schedule)
+        check(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}",
+              self.precision)
+
+
+@dataclass(frozen=True)
+class Tensorboard:
+    """What the train stage logs, and how often (in optimizer steps; 0 switches off)."""
+
+    log_every: int = 20
+    histogram_every: int = 100
+    weight_histograms: bool = True
+    pr_curves: bool = True
+    confusion_matrix: bool = True
+    mistakes: int = 20
+    embeddings: int = 256
+    hparams: bool = True
+
+    def validate(self) -> None:
+        check(self.log_every >= 1, "tensorboard.log_every", "an integer >= 1", self.log_every)
+        for key in ("histogram_every", "mistakes", "embeddings"):
+            check(getattr(self, key) >= 0, f"tensorboard.{key}", "an integer >= 0 (0 = off)",
+                  getattr(self, key))
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Evaluation batch size (larger than training: no gradients are kept)."""
+
+    batch_size: int = 128
+
+    def validate(self) -> None:
+        check(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """TF-IDF + logistic regression: the bar the fine-tuned model has to clear."""
+
+    ngram_max: int = 2
+    min_df: int = 2
+    max_features: int = 0
+    c: float = 4.0
+    max_iter: int = 1000
+    seed: int = 42
+
+    def validate(self) -> None:
+        check(1 <= self.ngram_max <= 5, "baseline.ngram_max", "an integer in [1, 5]",
+              self.ngram_max)
+        check(self.min_df >= 1, "baseline.min_df", "an integer >= 1 (documents)", self.min_df)
+        check(self.max_features >= 0, "baseline.max_features", ">= 0 (0 = no cap)",
+              self.max_features)
+        check(self.c > 0, "baseline.c", "a float > 0", self.c)
+        check(self.max_iter >= 1, "baseline.max_iter", "an integer >= 1", self.max_iter)
+
+
+@dataclass(frozen=True)
+class Report:
+    """How many of the most confident mistakes the report lists."""
+
+    mistakes: int = 10
+
+    def validate(self) -> None:
+        check(self.mistakes >= 0, "report.mistakes", "an integer >= 0", self.mistakes)

@@ -1,0 +1,59 @@
+"""Texts to token ids, once, with the base model's fast tokenizer. No padding here:
+batches are padded to their own longest row when they are made (batching.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from finetuning.errors import StageError
+
+FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                              "label": datasets.Value("int64"),
+                              "truncated": datasets.Value("bool")})
+
+
+def encode_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
+    """Tokenize a batch of texts with truncation, flagging rows that were cut.
+
+    One pass: overflowing tokens come back as extra chunks, so a row with more than one
+    chunk was truncated; only its first chunk is kept.
+    """
+    enc = tokenizer(batch["text"], truncation=True, max_length=max_length,
+                    return_overflowing_tokens=True, return_attention_mask=False,
+                    return_token_type_ids=False)
+    first: dict[int, int] = {}
+    chunks = np.zeros(len(batch["text"]), dtype=np.int64)
+    for chunk, row in enumerate(enc["overflow_to_sample_mapping"]):
+        first.setdefault(row, chunk)
+        chunks[row] += 1
+    return {"input_ids": [enc["input_ids"][first[row]] for row in range(len(batch["text"]))],
+            "label": batch["label"], "truncated": (chunks > 1).tolist()}
+
+
+def length_stats(split: datasets.Dataset) -> dict:
+    """Token-length distribution and truncation count of one tokenized split."""
+    lengths = np.fromiter((len(ids) for ids in split["input_ids"]), dtype=np.int64)
+    truncated = int(np.sum(split["truncated"]))
+    return {"rows": len(lengths), "mean_length": round(float(lengths.mean()), 2),
+            "p50_length": int(np.percentile(lengths, 50)),
+            "p95_length": int(np.percentile(lengths, 95)), "max_length": int(lengths.max()),
+            "truncated": truncated, "truncated_fraction": round(truncated / len(lengths), 4)}
+
+
+def tokenize_splits(prepared: Path, tokenizer: PreTrainedTokenizerBase,
+                    max_length: int) -> datasets.DatasetDict:
+    """Tokenize every `<split>.parquet` in `prepared` into a DatasetDict."""
+    files = sorted(prepared.glob("*.parquet"))
+    if not files:
+        raise StageError(f"no prepared splits in {prepared}; run the prepare stage first")
+    out = {}
+    for file in files:
+        split = datasets.Dataset.from_parquet(str(file), keep_in_memory=True)
+        out[file.stem] = split.map(encode_batch, batched=True, batch_size=1000,
+                                   remove_columns=split.column_names, features=FEATURES,
+                                   fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
+                                   desc=f"tokenize {file.stem}", keep_in_memory=True)
+    return datasets.DatasetDict(out)

@@ -1,0 +1,1 @@
+"""Inference: model.py loads a fine-tuned classifier and predicts tokenized splits."""

@@ -1,0 +1,3 @@
+"""Training: runtime.py and launch.py (where it runs, DDP through torchrun), schedule.py
+(accumulation, optimizer, learning-rate schedule), window.py and loop.py (the loop and its
+running figures), checkpoint.py (exact resume), session.py (one run, start to finish)."""
