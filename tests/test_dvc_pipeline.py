@@ -16,6 +16,11 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
 
+def touch_code(path) -> None:
+    """Change a code file the way an edit would, without changing what it does."""
+    path.write_text(path.read_text() + "# edited\n")
+
+
 def test_repro_is_cached_and_experiments_compare(tiny_repo):
     first = run(["dvc", "repro"], tiny_repo)
     assert sorted(ran(first.stdout)) == sorted(STAGES)
@@ -25,6 +30,14 @@ def test_repro_is_cached_and_experiments_compare(tiny_repo):
     again = run(["dvc", "repro"], tiny_repo)
     assert ran(again.stdout) == [] and "up to date" in again.stdout
     assert run(["dvc", "status"], tiny_repo).stdout.strip().endswith("up to date.")
+
+    # A stage reruns when code it runs changes, and only then.
+    touch_code(tiny_repo / "finetuning/reporting/sections.py")
+    assert set(json.loads(run(["dvc", "status", "--json"], tiny_repo).stdout)) == {"report"}
+    assert ran(run(["dvc", "repro"], tiny_repo).stdout) == ["report"]
+    touch_code(tiny_repo / "finetuning/data/tokenization.py")
+    # Tokenized again, byte for byte the same: nothing downstream reruns.
+    assert ran(run(["dvc", "repro"], tiny_repo).stdout) == ["tokenize"]
 
     run(["git", "add", "-A"], tiny_repo)
     run(["git", "commit", "-qm", "baseline run"], tiny_repo)

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from finetuning.training.schedule import (accumulation, build_optimizer, steps_per_epoch,
-                                          warmup_linear_decay)
+from finetuning.config import Train
+from finetuning.training.schedule import (accumulation, build_optimizer, build_scheduler,
+                                          steps_per_epoch, warmup_steps)
 
 
 def test_accumulation_steps_on_group_ends_and_the_epoch_end():
@@ -18,17 +19,38 @@ def test_no_accumulation_steps_every_batch():
     assert steps_per_epoch(5, 1) == 5
 
 
-def test_warmup_then_linear_decay_to_zero():
-    factor = warmup_linear_decay(total_steps=10, warmup_fraction=0.2)
-    values = [factor(s) for s in range(10)]
-    assert values[:2] == [0.5, 1.0]
-    assert values[2] == 1.0 and values[-1] == pytest.approx(1 / 8)
-    assert all(a >= b for a, b in zip(values[1:], values[2:]))
-    assert factor(10) == 0.0
+def learning_rates(schedule: str, total: int, warmup: float) -> list[float]:
+    """The learning rate of each optimizer step 0..total under `train.schedule`."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, Train(schedule=schedule, warmup=warmup), total)
+    rates = []
+    for _ in range(total + 1):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_linear_warmup_then_linear_decay_to_zero():
+    rates = learning_rates("linear", total=10, warmup=0.2)
+    assert rates[:3] == pytest.approx([0.0, 0.5, 1.0])  # transformers: step 0 at rate 0
+    assert rates[3:] == pytest.approx([(10 - s) / 8 for s in range(3, 11)])
+    assert rates[-1] == 0.0
+
+
+def test_cosine_and_constant_after_the_same_warmup():
+    cosine = learning_rates("cosine", total=10, warmup=0.2)
+    assert cosine[:3] == pytest.approx([0.0, 0.5, 1.0])
+    assert cosine[6] == pytest.approx(0.5) and cosine[-1] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(cosine[2:], cosine[3:]))
+    constant = learning_rates("constant", total=10, warmup=0.2)
+    assert constant == pytest.approx([0.0, 0.5] + [1.0] * 9)
 
 
 def test_no_warmup_starts_at_full_rate():
-    assert warmup_linear_decay(4, 0.0)(0) == 1.0
+    assert learning_rates("linear", total=4, warmup=0.0)[0] == 1.0
+    assert warmup_steps(795, 0.1) == 80 and warmup_steps(10, 0.0) == 0
 
 
 def test_optimizer_skips_decay_on_bias_and_norm():

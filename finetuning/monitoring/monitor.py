@@ -19,7 +19,7 @@ from finetuning.reporting.document import table_markdown
 from finetuning.reporting.figures import confusion_figure
 from finetuning.reporting.mistakes import mistakes_table
 
-HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "weight_decay",
+HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "schedule", "weight_decay",
                "grad_accum_steps", "precision", "seed", "max_grad_norm")
 LAYER = re.compile(r"^(?:[a-z_]+\.)?(embeddings|encoder\.layer\.\d+|pooler|classifier)")
 

@@ -5,9 +5,9 @@ Kept apart from the loop so the off-by-one-prone parts have their own tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
+from transformers import get_scheduler
 
 from finetuning.config import Train
 
@@ -32,23 +32,23 @@ def accumulation(index: int, num_batches: int, accum: int) -> tuple[bool, float]
     return update, 1.0 / group_size
 
 
-def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """LR multiplier: linear 0 -> 1 over the warmup steps, then linear 1 -> 0 at the end."""
-    warmup = int(round(total_steps * warmup_fraction))
+# train.schedule -> transformers' scheduler name: each warms up linearly over
+# train.warmup of the steps first, then decays linearly or along a cosine to 0, or stays.
+SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    return factor
+def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
+    """Optimizer steps of linear warmup (rounded up, as transformers.Trainer does)."""
+    return math.ceil(total_steps * warmup_fraction)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Train,
                     total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule of `train.schedule` over `total_steps` optimizer steps."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total_steps,
-                                                                            cfg.warmup))
+    """The learning-rate schedule of `train.schedule` over `total_steps` optimizer steps
+    (transformers' own: the step before the first update runs at learning rate 0)."""
+    return get_scheduler(SCHEDULERS[cfg.schedule], optimizer,
+                         num_warmup_steps=warmup_steps(total_steps, cfg.warmup),
+                         num_training_steps=total_steps)
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
