@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     """Alternate logging-on / logging-off runs and print the median wall-time ratio."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.logging_overhead",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs per run (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = load_config(args.params)

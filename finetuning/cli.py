@@ -1,15 +1,24 @@
 """The `finetune` command: the user's entry point to everything that is not a DVC stage
 (the stages run through `dvc repro`, or the Prefect flow).
 
-    finetune check-params [--params FILE]    validate params without running a stage
+    finetune predict MODEL INPUT [-o OUTPUT]   label a file of texts (or - for stdin)
+    finetune serve MODEL [--port 8000]         answer requests over HTTP
+    finetune check-params [--params FILE]      validate params without running a stage
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import time
+from pathlib import Path
 
 from finetuning.config import PARAMS_FILE, load_config
 from finetuning.errors import USER_ERRORS
+from finetuning.inference.backends import BACKENDS
+
+log = logging.getLogger("finetune")
 
 
 def check_params(args: argparse.Namespace) -> int:
@@ -20,11 +29,95 @@ def check_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_check_params(commands: argparse._SubParsersAction) -> None:
-    """`finetune check-params`."""
-    parser = commands.add_parser(
-        "check-params", help="validate params.yaml as the stages would, without running one",
-        description=check_params.__doc__)
+def predict(args: argparse.Namespace) -> int:
+    """Label every text of INPUT with the model; JSON Lines on standard output (or -o)."""
+    from finetuning.inference.files import check_output, read_inputs, write_predictions
+    from finetuning.inference.predictor import Predictor
+
+    check_output(args.output)
+    frame = read_inputs(args.input, args.text_column)
+    predictor = Predictor(args.model, args.backend, args.batch_size, args.threads)
+    started = time.perf_counter()
+    predictions = predictor.predict(frame[args.text_column].tolist(), progress=True)
+    seconds = time.perf_counter() - started
+    write_predictions(frame, args.text_column, predictions, args.output)
+    log.info("predicted %d texts in %.1f s (%s backend)%s", len(frame), seconds,
+             predictor.backend.name, f", wrote {args.output}" if args.output else "")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the model over HTTP until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from finetuning.inference.predictor import Predictor
+    from finetuning.inference.service import Limits, create_app
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        # Asked to stop is a success: exit 0. uvicorn shuts down gracefully on these, then
+        # raises the signal again, which lands here (as it would while the model loads).
+        signal.signal(stop, exit_cleanly)
+    limits = Limits(args.max_inputs, args.max_chars, args.max_batch_size, args.max_wait_ms)
+    predictor = Predictor(args.model, args.backend, args.max_batch_size, args.threads)
+    app = create_app(predictor, limits, Path(args.metrics))
+    log.info("serving %s (%s backend) on http://%s:%d (docs at /docs)", args.model,
+             predictor.backend.name, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def exit_cleanly(signum: int, frame) -> None:
+    """A signal handler that ends the process with status 0."""
+    raise SystemExit(0)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """MODEL and how it runs, shared by predict and serve."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="a fine-tuned HF folder (models/finetuned) or the export stage's "
+                        "ONNX folder (models/onnx)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                        help="auto: torch for a HF folder, onnx for an export (default: auto)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads; 0 = torch's default (default: %(default)s)")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """predict, serve, check-params."""
+    parser = commands.add_parser("predict", help="label a file of texts with a model",
+                                 description=predict.__doc__)
+    add_model_options(parser)
+    parser.add_argument("input", metavar="INPUT", help="a .txt file (one text per line), a "
+                        "CSV/TSV/JSON/JSONL/Parquet table, or - for standard input")
+    parser.add_argument("-o", "--output", help="a .jsonl file, or .csv/.tsv (the input's "
+                        "columns plus label and score); default: JSON Lines on stdout")
+    parser.add_argument("--text-column", default="text", help="column of texts in a table "
+                        "(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass, "
+                        "length-sorted (default: %(default)s)")
+    parser.set_defaults(run=predict)
+
+    parser = commands.add_parser("serve", help="serve a model over HTTP (Hugging Face's "
+                                 "text-classification API)", description=serve.__doc__)
+    add_model_options(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; the service "
+                        "has no authentication of its own (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=int, default=32,
+                        help="texts per forward pass across requests (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request "
+                        "waits for others to share its batch (default: %(default)s)")
+    parser.add_argument("--max-inputs", type=int, default=64,
+                        help="texts per request; more gets 413 (default: %(default)s)")
+    parser.add_argument("--max-chars", type=int, default=10_000,
+                        help="characters per text; more gets 413 (default: %(default)s)")
+    parser.add_argument("--metrics", default="metrics/eval.json", help="eval metrics shown by "
+                        "/metadata when the file exists (default: %(default)s)")
+    parser.set_defaults(run=serve)
+
+    parser = commands.add_parser("check-params", help="validate params.yaml as the stages "
+                                 "would, without running one", description=check_params.__doc__)
     parser.add_argument("--params", default=PARAMS_FILE,
                         help="params file to check (default: %(default)s)")
     parser.set_defaults(run=check_params)
@@ -35,14 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune", description="Use a fine-tuned text classifier and the pipeline "
         "around it. The pipeline's stages run with `dvc repro`; see README.md.")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    add_check_params(commands)
+    add_commands(parser.add_subparsers(title="commands", metavar="COMMAND", required=True))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `finetune` (and `python -m finetuning`); returns the exit code."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
     except USER_ERRORS as err:

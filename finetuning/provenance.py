@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 
 
-def git_state(outputs: list[str]) -> str:
-    """Short HEAD commit, marked dirty when tracked files other than the pipeline's own
-    git-tracked outputs differ from it; "unknown" outside a git checkout."""
+def git_state(outputs: list[str], cwd: str | Path | None = None) -> str:
+    """Short HEAD commit of the checkout at `cwd` (default: here), marked dirty when
+    tracked files other than the pipeline's own git-tracked outputs differ from it;
+    "unknown" outside a git checkout."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
+                              timeout=30, cwd=cwd).stdout.strip()
     try:
         head = git("rev-parse", "--short", "HEAD")
         changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",

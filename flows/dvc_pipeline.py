@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +75,35 @@ def repo_root(start: str | Path) -> Path:
     return (start / dvc_output(["root"], start).strip()).resolve()
 
 
-def stage_order(repo: Path) -> list[str]:
-    """Pipeline stages in dependency order, from `dvc dag --dot`; stages that could run
-    in either order keep dvc.yaml's. Tracked data (`.dvc` files) is not a stage."""
+@dataclass(frozen=True)
+class Pipeline:
+    """The stages in the order `dvc repro` runs them, and each stage's direct upstream."""
+
+    order: list[str]
+    upstream: dict[str, set[str]]
+
+
+def read_pipeline(repo: Path) -> Pipeline:
+    """The stages of `dvc dag --dot` in dependency order; stages that could run in either
+    order keep dvc.yaml's. Tracked data (`.dvc` files) is not a stage."""
     dot = dvc_output(["dag", "--dot"], repo)
     nodes = [n for n in DOT_NODE.findall(dot) if not n.endswith(".dvc")]
-    needs = {node: set() for node in nodes}
-    for upstream, downstream in DOT_EDGE.findall(dot):
-        if downstream in needs and upstream in needs:
-            needs[downstream].add(upstream)
+    upstream: dict[str, set[str]] = {node: set() for node in nodes}
+    for parent, child in DOT_EDGE.findall(dot):
+        if child in upstream and parent in upstream:
+            upstream[child].add(parent)
     order: list[str] = []
     while len(order) < len(nodes):
-        ready = next(n for n in nodes if n not in order and needs[n] <= set(order))
-        order.append(ready)
-    return order
+        order.append(next(n for n in nodes if n not in order and upstream[n] <= set(order)))
+    return Pipeline(order, upstream)
 
 
-def is_up_to_date(stage: str, repo: Path) -> bool:
-    """Whether `dvc status` finds nothing changed in the stage (deps, params, outs)."""
-    return json.loads(dvc_output(["status", "--json", stage], repo) or "{}") == {}
+def stale_stages(repo: Path, stage: str | None = None) -> set[str]:
+    """Stages `dvc status` finds changed (deps, params or outs), of the whole pipeline or
+    of one stage. A stage whose inputs an upstream stage has yet to rebuild looks up to
+    date until then: ask again after an upstream stage ran."""
+    args = ["status", "--json", *([stage] if stage else [])]
+    return set(json.loads(dvc_output(args, repo) or "{}"))
 
 
 def resolve(text: str, params: dict[str, Any]) -> str:

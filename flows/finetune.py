@@ -29,7 +29,8 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from ruamel.yaml import YAML
 
-from flows.dvc_pipeline import dvc_env, git_files, is_up_to_date, repo_root, run_dvc, stage_order
+from flows.dvc_pipeline import (dvc_env, git_files, read_pipeline, repo_root, run_dvc,
+                                stale_stages)
 from flows.overrides import apply_overrides, collect_overrides, parse_assignment
 
 PARAMS_FILE = "params.yaml"
@@ -70,14 +71,18 @@ def check_params(repo: Path, logger: logging.LoggerAdapter) -> None:
     cache_policy=NO_CACHE,  # DVC's cache decides what is up to date, not Prefect's
     persist_result=False,
 )
-def reproduce_stage(stage: str, repo: Path) -> State:
-    """Reproduce one DVC stage, or end `Cached` when `dvc status` finds it up to date.
+def reproduce_stage(stage: str, repo: Path, stale: bool | None) -> State:
+    """Reproduce one DVC stage, or end `Cached` when it is up to date. `stale` is what the
+    pipeline's `dvc status` found (True: changed, False: up to date), or None when an
+    upstream stage ran since, so the stage's own status decides.
 
     Returning a state makes it the task run's final state (and what the caller gets
     back), so the UI shows which stages really ran.
     """
     logger = get_run_logger()
-    if is_up_to_date(stage, repo):
+    if stale is None:
+        stale = bool(stale_stages(repo, stage))
+    if not stale:
         logger.info("stage %r is up to date", stage)
         return Completed(name="Cached", message=f"stage {stage!r} was up to date")
     code, output = run_dvc(["repro", "--single-item", stage], repo, logger)
@@ -85,6 +90,21 @@ def reproduce_stage(stage: str, repo: Path) -> State:
         tail = "\n".join(deque(output.splitlines(), maxlen=ERROR_TAIL_LINES))
         raise StageFailed(f"stage {stage!r} failed (dvc exit code {code}):\n{tail}")
     return Completed(message=f"stage {stage!r} ran (or was restored from DVC's run cache)")
+
+
+def run_each_stage(root: Path, logger: logging.LoggerAdapter) -> dict[str, str]:
+    """Every stage in order, each its own task run. One `dvc status` of the whole pipeline
+    says what is stale now; a stage it found up to date is asked again only once one of
+    its upstream stages has run (and may have changed its inputs)."""
+    pipeline = read_pipeline(root)
+    logger.info("Pipeline in %s: %s", root, " -> ".join(pipeline.order))
+    stale, outcomes = stale_stages(root), {}
+    for stage in pipeline.order:
+        upstream_ran = any(outcomes[up] == "ran" for up in pipeline.upstream[stage])
+        known = True if stage in stale else None if upstream_ran else False
+        state = reproduce_stage(stage, root, known)
+        outcomes[stage] = "cached" if state.name == "Cached" else "ran"
+    return outcomes
 
 
 def experiment_name() -> str:
@@ -111,7 +131,7 @@ def run_summary(repo: Path, experiment: str, outcomes: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_stages(root: Path, changes: dict[str, Any], logger: logging.LoggerAdapter
+def run_with_overrides(root: Path, changes: dict[str, Any], logger: logging.LoggerAdapter
                ) -> dict[str, str]:
     """Apply the overrides, validate, reproduce every stage; restore params.yaml if any
     of it fails (a rejected value left behind would poison the next run)."""
@@ -120,14 +140,9 @@ def run_stages(root: Path, changes: dict[str, Any], logger: logging.LoggerAdapte
     if changes:
         apply_overrides(params_path, changes)
         logger.info("params.yaml overrides: %s", changes)
-    outcomes: dict[str, str] = {}
     try:
         check_params(root, logger)
-        stages = stage_order(root)
-        logger.info("Pipeline in %s: %s", root, " -> ".join(stages))
-        for stage in stages:
-            state = reproduce_stage(stage, root)
-            outcomes[stage] = "cached" if state.name == "Cached" else "ran"
+        outcomes = run_each_stage(root, logger)
     except BaseException:
         if changes:
             params_path.write_text(original)
@@ -162,7 +177,7 @@ def finetune(
     root = repo_root(repo or os.getcwd())
     changes = collect_overrides(overrides, learning_rate=learning_rate, epochs=epochs,
                                 model=model, data=data)
-    outcomes = run_stages(root, changes, logger)
+    outcomes = run_with_overrides(root, changes, logger)
     experiment = experiment_name()
     include = [arg for path in git_files(root) for arg in ("-I", path)]
     code, output = run_dvc(["exp", "save", "--name", experiment, "--force", *include], root,

@@ -27,7 +27,7 @@ def train(cfg: Config) -> None:
         trainer, tokenizer = build_trainer(cfg, runtime)
         summary = run_training(trainer)
         if runtime.is_main:
-            save_model(trainer.module, tokenizer, cfg.paths.finetuned)
+            save_model(trainer.module, tokenizer, cfg.paths.finetuned, cfg.tokenize.max_length)
             write_json(cfg.paths.train_metrics, summary)
             clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
     finally:

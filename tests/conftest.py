@@ -92,6 +92,7 @@ def tiny_params(model: Path, data: Path) -> dict:
                            checkpoint_every=4)
     params["tensorboard"].update(log_every=2, histogram_every=3, embeddings=8, mistakes=5)
     params["evaluate"]["batch_size"] = 16
+    params["export"].update(latency_runs=5, warmup_runs=1)
     return params
 
 
@@ -153,3 +154,35 @@ def make_repo_copy(dest: Path, params: dict) -> Path:
 def tiny_repo(tmp_path, tiny_model, tiny_data) -> Path:
     """A fresh git+DVC copy of the repo configured for the tiny model and data."""
     return make_repo_copy(tmp_path / "repo", tiny_params(tiny_model, tiny_data))
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory, tiny_model, tiny_data) -> tuple[Path, str]:
+    """A tiny repo after one `dvc repro` through the real CLI, and what it printed.
+    Tests work on copies (`reproduced_repo`): one full run serves them all."""
+    repo = make_repo_copy(tmp_path_factory.mktemp("reproduced") / "repo",
+                          tiny_params(tiny_model, tiny_data))
+    return repo, run(["dvc", "repro"], repo).stdout
+
+
+@pytest.fixture
+def reproduced_repo(reproduced, tmp_path) -> Path:
+    """A copy of the reproduced tiny repo (workspace, git history and DVC cache)."""
+    return Path(shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True))
+
+
+PIPELINE = ("fetch", "prepare", "tokenize", "train", "evaluate", "export", "baseline", "report")
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, tiny_model, tiny_data):
+    """Every stage's entry point once, in dvc.yaml's order, into a temporary folder: the
+    tiny model fine-tuned and exported, scored, reported. Shared: treat as read-only."""
+    from finetuning.config import config_from_dict
+
+    root = tmp_path_factory.mktemp("pipeline")
+    params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
+    params_file = write_params(params, root / "params.yaml")
+    for stage in PIPELINE:
+        run_stage_main(stage, params_file)
+    return root, config_from_dict(params)

@@ -69,3 +69,19 @@ def test_split_from_dataset_and_collate_pad_per_batch():
 def test_tokenized_split_len():
     split = TokenizedSplit(np.zeros(3, np.int32), np.array([0, 1, 3]), np.array([0, 1]))
     assert len(split) == 2 and split.lengths.tolist() == [1, 2]
+
+
+def test_padding_aware_batches_cover_every_row_once_and_cut_where_padding_costs():
+    from finetuning.data.batching import padding_aware_batches
+
+    lengths = np.array([60, 5, 6, 58, 5, 61, 7, 59])
+    batches = padding_aware_batches(lengths, max_rows=8, pass_cost=64)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(8))
+    # Four short and four long rows: two batches beat one padded to 61 (8 x 61 = 488
+    # tokens + 64) since 4 x 7 + 4 x 61 + 2 x 64 = 400.
+    assert [sorted(lengths[b].tolist()) for b in batches] == [[5, 5, 6, 7], [58, 59, 60, 61]]
+    # A pass cost above the padding saved keeps one batch; max_rows still caps it.
+    assert len(padding_aware_batches(lengths, 8, pass_cost=1000)) == 1
+    capped = padding_aware_batches(lengths, 3, pass_cost=1000)
+    assert len(capped) == 3 and all(len(b) <= 3 for b in capped)  # as few as the cap allows
+    assert padding_aware_batches(np.array([], dtype=np.int64), 4) == []

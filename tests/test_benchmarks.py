@@ -225,3 +225,23 @@ def test_logging_overhead_cli_prints_the_ratio(tiny_benchmark_params):
                         "--repeats", "1", timeout=180)
     ratio = float(result.stdout.split("ratio on/off ")[1].split()[0])
     assert ratio > 0
+
+
+# --- serving -------------------------------------------------------------------------------
+
+def test_serving_benchmark_smoke_on_the_tiny_model(pipeline_run, tmp_path):
+    """Two clients for a second against each server, and the pipeline() loop."""
+    from benchmarks import serving
+
+    _, cfg = pipeline_run
+    out = tmp_path / "serving.json"
+    result = run_module("benchmarks.serving", "--model", cfg.paths.finetuned, "--onnx",
+                        cfg.paths.onnx, "--texts", f"{cfg.paths.prepared}/test.parquet",
+                        "--backends", "onnx-int8", "--clients", "2", "--seconds", "1",
+                        "--threads", "1", "--json", str(out))
+    assert "| pipeline() loop, one text per call |" in result.stdout
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 3  # pipeline, unbatched torch, onnx-int8
+    for row in report["results"].values():
+        assert row["requests"] > 0 and row["errors"] == 0 and row["p50_ms"] <= row["p95_ms"]
+    assert serving.figures([0.001, 0.003], 1.0, [])["requests_per_second"] == 2.0

@@ -21,9 +21,9 @@ def touch_code(path) -> None:
     path.write_text(path.read_text() + "# edited\n")
 
 
-def test_repro_is_cached_and_experiments_compare(tiny_repo):
-    first = run(["dvc", "repro"], tiny_repo)
-    assert sorted(ran(first.stdout)) == sorted(STAGES)
+def test_repro_is_cached_and_experiments_compare(reproduced, reproduced_repo):
+    tiny_repo = reproduced_repo
+    assert sorted(ran(reproduced[1])) == sorted(STAGES)
     for path in ["models/finetuned/model.safetensors", "metrics/eval.json", "reports/report.md",
                  "logs/tensorboard", "dvc.lock"]:
         assert (tiny_repo / path).exists(), path
@@ -42,7 +42,7 @@ def test_repro_is_cached_and_experiments_compare(tiny_repo):
     run(["git", "add", "-A"], tiny_repo)
     run(["git", "commit", "-qm", "baseline run"], tiny_repo)
     exp = run(["dvc", "exp", "run", "-S", "train.learning_rate=1e-5"], tiny_repo)
-    assert ran(exp.stdout) == ["train", "evaluate", "report"]
+    assert ran(exp.stdout) == ["train", "evaluate", "export", "report"]
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], tiny_repo).stdout)
     loss = diff["metrics/eval.json"]["test.loss"]
     assert loss["old"] != loss["new"] and loss["diff"] == loss["new"] - loss["old"]

@@ -50,6 +50,14 @@ PREDICTIONS = pd.DataFrame({
 PREDICTIONS["prob_positive"] = np.where(PREDICTIONS["predicted"] == "positive",
                                         PREDICTIONS["confidence"], 1 - PREDICTIONS["confidence"])
 PREDICTIONS["prob_negative"] = 1 - PREDICTIONS["prob_positive"]
+EXPORT = {"torch_fp32": {"accuracy": 0.8333, "latency_ms_b1": 20.0, "latency_ms_b1_p95": 25.0,
+                         "samples_per_second_b32": 50.0, "size_mb": 86.7},
+          "onnx_fp32": {"accuracy": 0.8333, "latency_ms_b1": 12.5, "latency_ms_b1_p95": 14.0,
+                        "samples_per_second_b32": 60.0, "size_mb": 86.8,
+                        "max_abs_logit_diff": 4e-07},
+          "onnx_int8": {"accuracy": 0.8, "latency_ms_b1": 8.0, "latency_ms_b1_p95": 9.5,
+                        "samples_per_second_b32": 100.0, "size_mb": 21.9,
+                        "max_abs_logit_diff": 0.0312}}
 SCORES = {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "loss": 0.7, "count": 6}
 
 
@@ -97,6 +105,7 @@ def write_inputs(root: Path) -> Config:
         paths.eval_metrics: {"test": {**SCORES, "accuracy": 0.8333}, "ood": {"other": SCORES}},
         paths.baseline_metrics: {"test": {**SCORES, "accuracy": 0.6667},
                                  "ood": {"other": {**SCORES, "loss": 0.75}}},
+        paths.export_metrics: EXPORT,
     }
     for path, data in files.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -164,10 +173,19 @@ def test_most_confident_mistakes_in_order(made):
     assert "The 2 most confident mistakes" in text
 
 
+def test_deployment_section_compares_backends_with_torch(made):
+    text = report_text(made)
+    assert "## Deployment" in text
+    assert "| PyTorch fp32 | 0.8333 | 20.00 | 25.00 | 1.00x | 50.0 | 1.00x | 86.7 | — |" in text
+    assert "| ONNX fp32 | 0.8333 | 12.50 | 14.00 | 1.60x | 60.0 | 1.20x | 86.8 | 4e-07 |" in text
+    assert "| ONNX int8 (dynamic) | 0.8000 | 8.00 | 9.50 | 2.50x | 100.0 | 2.00x | 21.9 |" in text
+
+
 def test_summary_file_holds_the_summary_and_metrics_sections_only(made):
     """What the Prefect flow shows as a run's artifact: the same text as the report's."""
     summary = report_text(made, "summary.md")
-    assert summary.startswith("## Summary\n") and "## Metrics: fine-tuned model vs baseline" in summary
+    assert summary.startswith("## Summary\n")
+    assert "## Metrics: fine-tuned model vs baseline" in summary
     assert "| test | fine-tuned | 0.8333 |" in summary and "| test | baseline | 0.6667 |" in summary
     assert "## Training curves" not in summary
     assert summary.strip() in report_text(made)
@@ -283,10 +301,11 @@ def run_block(repo: Path, script: str) -> str:
     return result.stdout
 
 
-def test_readme_commands_work_and_plots_diff_shows_both_runs(tiny_repo, tmp_path):
+def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tmp_path):
     """The README section's commands, as written, on the tiny repo: two committed runs
     (different learning rates) give a `dvc plots diff HEAD~1` page with both runs' curves
     that renders offline; two named experiments compare; baseline + report take < 60 s."""
+    tiny_repo = reproduced_repo
     (tiny_repo / ".venv").symlink_to(BIN.parent)
     shutil.copytree(ROOT / "scripts", tiny_repo / "scripts",
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -10,11 +10,13 @@ import subprocess
 import time
 from dataclasses import replace
 
+import yaml
+
 from finetuning.config import config_from_dict
 from finetuning.monitoring.events import load_events
 from finetuning.training.checkpoint import (CHECKPOINT, fingerprint, load_checkpoint,
                                             save_checkpoint)
-from tests.conftest import BIN, make_repo_copy, paths_under, run, tiny_params
+from tests.conftest import BIN, paths_under, run, tiny_params, write_params
 
 MODEL = "models/finetuned/model.safetensors"
 
@@ -35,15 +37,16 @@ def kill_after_first_checkpoint(repo, *args: str) -> None:
         proc.wait()
 
 
-def test_killed_training_resumes_exactly_and_reruns_repeat(tmp_path, tiny_model, tiny_data):
-    params = tiny_params(tiny_model, tiny_data)
+def test_killed_training_resumes_exactly_and_reruns_repeat(reproduced_repo):
+    repo = reproduced_repo  # fetch, prepare and tokenize are done and stay so
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(epochs=8, checkpoint_every=10)  # 48 steps: time to kill it
-    repo = make_repo_copy(tmp_path / "repo", params)
-    run(["dvc", "repro"], repo)
+    write_params(params, repo / "params.yaml")
+    run(["dvc", "repro", "evaluate"], repo)  # what eval.json needs; the rest is tested apart
     model, metrics = (repo / MODEL).read_bytes(), (repo / "metrics/eval.json").read_bytes()
 
     kill_after_first_checkpoint(repo, "--force", "--single-item", "train")
-    resumed = run(["dvc", "repro"], repo)
+    resumed = run(["dvc", "repro", "evaluate"], repo)
     assert "resuming from the checkpoint at step 10" in resumed.stderr
     assert (repo / MODEL).read_bytes() == model
     assert (repo / "metrics/eval.json").read_bytes() == metrics
@@ -51,7 +54,7 @@ def test_killed_training_resumes_exactly_and_reruns_repeat(tmp_path, tiny_model,
     steps = [e.step for e in load_events(repo / "logs/tensorboard").Scalars("train/loss")]
     assert steps == list(range(2, 49, 2))  # no duplicated or missing steps
 
-    run(["dvc", "repro", "--force"], repo)
+    run(["dvc", "repro", "--force", "--single-item", "train", "evaluate"], repo)
     assert (repo / "metrics/eval.json").read_bytes() == metrics
 
 

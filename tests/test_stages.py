@@ -15,12 +15,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from finetuning.config import Config, config_from_dict
+from finetuning.config import Config
 from finetuning.data.batching import load_splits
 from finetuning.monitoring.events import load_events
-from tests.conftest import BIN, paths_under, run_stage_main, tiny_params, write_params
-
-STAGES = ("fetch", "prepare", "tokenize", "train", "evaluate", "baseline", "report")
+from tests.conftest import BIN, run_stage_main, write_params
 
 TUTORIAL_SCALARS = {"train/loss", "train/accuracy", "train/learning_rate", "eval/loss",
                     "eval/accuracy"}
@@ -28,14 +26,9 @@ TUTORIAL_HISTOGRAMS = {"input_ids", "attention_mask", "logits", "targets"}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_model, tiny_data) -> tuple[Path, Config]:
-    """Run fetch -> report once into a temporary folder."""
-    root = tmp_path_factory.mktemp("stages")
-    params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
-    params_file = write_params(params, root / "params.yaml")
-    for stage in STAGES:
-        run_stage_main(stage, params_file)
-    return root, config_from_dict(params)
+def run_dir(pipeline_run) -> tuple[Path, Config]:
+    """The session's one run of every stage (conftest.pipeline_run)."""
+    return pipeline_run
 
 
 def test_fetch_copies_data_and_model(run_dir):
@@ -103,6 +96,26 @@ def test_evaluate_writes_metrics_per_split(run_dir):
     assert metrics["test"]["count"] == 6
     predictions = Path(cfg.paths.predictions) / "test.csv"
     assert len(predictions.read_text().splitlines()) == 7
+
+
+def test_export_writes_onnx_graphs_that_match_torch(run_dir):
+    _, cfg = run_dir
+    folder = Path(cfg.paths.onnx)
+    assert {"model.onnx", "model-int8.onnx", "config.json", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()}
+    figures = json.loads(Path(cfg.paths.export_metrics).read_text())
+    assert set(figures) == {"torch_fp32", "onnx_fp32", "onnx_int8"}
+    common = {"accuracy", "latency_ms_b1", "latency_ms_b1_p95", "samples_per_second_b32",
+              "size_mb"}
+    assert set(figures["torch_fp32"]) == common
+    assert set(figures["onnx_fp32"]) == set(figures["onnx_int8"]) == common | {
+        "max_abs_logit_diff"}
+    assert figures["onnx_fp32"]["max_abs_logit_diff"] <= 1e-4
+    evaluated = json.loads(Path(cfg.paths.eval_metrics).read_text())["test"]["accuracy"]
+    assert figures["torch_fp32"]["accuracy"] == evaluated  # predict's path = evaluate's
+    assert figures["onnx_fp32"]["accuracy"] == evaluated
+    for backend in figures.values():
+        assert 0 < backend["latency_ms_b1"] <= backend["latency_ms_b1_p95"]
 
 
 def test_report_has_table_and_curves(run_dir):

@@ -13,3 +13,22 @@ def test_encode_batch_flags_truncated_rows(tiny_model):
     assert [len(ids) for ids in out["input_ids"]] == [3, 8]
     assert out["input_ids"][1][-1] == tokenizer.sep_token_id
     assert out["label"] == [1, 1]
+
+
+def test_tokenized_output_is_the_same_wherever_the_repository_is(tiny_model, tmp_path):
+    """Two clones tokenize the same data to the same bytes (a shared DVC cache hits)."""
+    import pandas as pd
+
+    from finetuning.data.tokenization import tokenize_splits
+    from finetuning.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    states = []
+    for clone in ("a", "b/deeper"):
+        prepared = tmp_path / clone / "prepared"
+        prepared.mkdir(parents=True)
+        pd.DataFrame({"text": ["good film", "bad plot"], "label": [1, 0]}).to_parquet(
+            prepared / "train.parquet", index=False)
+        tokenize_splits(prepared, tokenizer, 16).save_to_disk(str(tmp_path / clone / "tok"))
+        states.append((tmp_path / clone / "tok" / "train" / "state.json").read_text())
+    assert states[0] == states[1]

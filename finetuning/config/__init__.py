@@ -17,12 +17,13 @@ from typing import Any
 from ruamel.yaml import YAML, YAMLError
 
 from finetuning.config.checks import build
-from finetuning.config.sections import (OOD_PREFIX, SOURCE_FILE, Baseline, Evaluate, Fetch, Paths,
-                                        Prepare, Report, Tensorboard, Tokenize, Train)
+from finetuning.config.sections import (OOD_PREFIX, SOURCE_FILE, Baseline, Evaluate, Export,
+                                        Fetch, Paths, Prepare, Report, Tensorboard, Tokenize,
+                                        Train)
 from finetuning.errors import ConfigError
 
 __all__ = ["OOD_PREFIX", "PARAMS_FILE", "SOURCE_FILE", "Baseline", "Config", "ConfigError",
-           "Evaluate", "Fetch", "Paths", "Prepare", "Report", "Tensorboard", "Tokenize",
+           "Evaluate", "Export", "Fetch", "Paths", "Prepare", "Report", "Tensorboard", "Tokenize",
            "Train", "config_from_dict", "load_config", "read_params"]
 
 PARAMS_FILE = "params.yaml"
@@ -39,6 +40,7 @@ class Config:
     train: Train = field(default_factory=Train)
     tensorboard: Tensorboard = field(default_factory=Tensorboard)
     evaluate: Evaluate = field(default_factory=Evaluate)
+    export: Export = field(default_factory=Export)
     baseline: Baseline = field(default_factory=Baseline)
     report: Report = field(default_factory=Report)
 

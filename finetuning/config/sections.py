@@ -29,6 +29,8 @@ class Paths:
     train_metrics: str
     eval_metrics: str
     baseline_metrics: str
+    onnx: str
+    export_metrics: str
 
     @property
     def source_record(self) -> str:
@@ -164,6 +166,24 @@ class Evaluate:
 
     def validate(self) -> None:
         check(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class Export:
+    """The ONNX export and what metrics/export.json measures of it (and of torch)."""
+
+    opset: int = 17
+    latency_runs: int = 100   # timed batch-1 predictions per backend
+    warmup_runs: int = 10     # untimed ones before them
+    threads: int = 0          # torch and onnxruntime threads; 0 = torch's default
+
+    def validate(self) -> None:
+        check(14 <= self.opset <= 20, "export.opset", "an ONNX opset in [14, 20]", self.opset)
+        check(self.latency_runs >= 1, "export.latency_runs", "an integer >= 1",
+              self.latency_runs)
+        for key in ("warmup_runs", "threads"):
+            check(getattr(self, key) >= 0, f"export.{key}", "an integer >= 0",
+                  getattr(self, key))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ import torch
 
 MEGA_BATCH = 50  # batches per sorted mega-batch: larger = less padding, less randomness
 CUDA_PAD_MULTIPLE = 8  # tensor cores want widths in multiples of 8; on CPU it only adds work
+# A forward pass's fixed cost in padded-token equivalents: MiniLM on 2 CPU cores served
+# random 16-text batches ~20% faster cut this way than padded as one (48-96 did best).
+PASS_COST_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,31 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches in length order, for evaluation: the least padding, order irrelevant."""
     order = np.argsort(lengths, kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def padding_aware_batches(lengths: np.ndarray, max_rows: int,
+                          pass_cost: int = PASS_COST_TOKENS) -> list[np.ndarray]:
+    """Batches of at most `max_rows` rows in length order, cut where padding would cost
+    more than another forward pass: the cut minimises padded tokens plus `pass_cost` token
+    equivalents per batch (dynamic programming over the sorted lengths, O(rows x max_rows)).
+
+    For a small mixed batch (a server's concurrent requests) this beats one padded batch;
+    for many rows it comes out close to `sorted_batches`.
+    """
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order].tolist()
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        width = ordered[end - 1]  # the longest row of any batch ending here
+        for start in range(max(0, end - max_rows), end):
+            cost = best[start] + (end - start) * width + pass_cost
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    batches, end = [], len(order)
+    while end:
+        batches.append(order[cut[end]:end])
+        end = cut[end]
+    return batches[::-1]
 
 
 def collate(split: TokenizedSplit, rows: np.ndarray, pad_id: int,

@@ -12,15 +12,20 @@ from finetuning.errors import StageError
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
 
 
-def check_utf8(path: Path) -> None:
-    """Refuse a text file that is not UTF-8, naming the line and byte of the first bad byte."""
-    data = path.read_bytes()
+def decode_utf8(data: bytes, name: str | Path) -> str:
+    """`data` as text; refuse bytes that are not UTF-8, naming the line and byte of the first
+    bad one."""
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise StageError(f"{path}: line {line} is not valid UTF-8 (byte 0x{data[err.start]:02x} "
+        raise StageError(f"{name}: line {line} is not valid UTF-8 (byte 0x{data[err.start]:02x} "
                          f"at offset {err.start}); re-save the file as UTF-8") from None
+
+
+def check_utf8(path: Path) -> None:
+    """Refuse a text file that is not UTF-8 (see decode_utf8)."""
+    decode_utf8(path.read_bytes(), path)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -66,19 +71,33 @@ def label_index(value: object, labels: list[str]) -> int | None:
     return None
 
 
+def require_columns(frame: pd.DataFrame, path: Path | str, columns: list[str],
+                    where: str) -> None:
+    """Refuse a table without `columns`, naming the setting (`where`) and what it has."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StageError(f"{path}: missing column(s) {missing} ({where}); the file has "
+                         f"columns {list(frame.columns)}")
+
+
+def text_cells(frame: pd.DataFrame, path: Path | str, column: str) -> pd.Series:
+    """The column as strings (a missing cell is ""); a cell that is not text is refused
+    with its row."""
+    texts = frame[column]
+    for row, value in enumerate(texts, start=1):
+        if not (isinstance(value, str) or value is None or pd.isna(value)):
+            raise StageError(f"{path}: row {row}, column {column!r} holds "
+                             f"{type(value).__name__} {value!r}; expected text "
+                             f"(column dtype {texts.dtype})")
+    return texts.fillna("").astype(str)
+
+
 def to_examples(frame: pd.DataFrame, path: Path, text_column: str, label_column: str,
                 labels: list[str]) -> pd.DataFrame:
     """Select and check the text and label columns; return a frame of (text: str, label: int)."""
-    missing = [c for c in (text_column, label_column) if c not in frame.columns]
-    if missing:
-        raise StageError(f"{path}: missing column(s) {missing} (prepare.text_column / "
-                         f"prepare.label_column); the file has columns {list(frame.columns)}")
-    texts = frame[text_column]
-    for row, value in enumerate(texts, start=1):
-        if not (isinstance(value, str) or value is None or pd.isna(value)):
-            raise StageError(f"{path}: row {row}, column {text_column!r} holds "
-                             f"{type(value).__name__} {value!r}; expected text "
-                             f"(column dtype {texts.dtype})")
+    require_columns(frame, path, [text_column, label_column],
+                    "prepare.text_column / prepare.label_column")
+    texts = text_cells(frame, path, text_column)
     indices = []
     for row, value in enumerate(frame[label_column], start=1):
         index = label_index(value, labels)
@@ -87,7 +106,7 @@ def to_examples(frame: pd.DataFrame, path: Path, text_column: str, label_column:
                              f"expected one of {labels} or an index 0..{len(labels) - 1} "
                              "(prepare.labels)")
         indices.append(index)
-    return pd.DataFrame({"text": texts.fillna("").astype(str).to_numpy(), "label": indices})
+    return pd.DataFrame({"text": texts.to_numpy(), "label": indices})
 
 
 def read_examples(folder: Path, text_column: str, label_column: str,

@@ -2,6 +2,8 @@
 batches are padded to their own longest row when they are made (batching.py)."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import datasets
@@ -49,11 +51,34 @@ def tokenize_splits(prepared: Path, tokenizer: PreTrainedTokenizerBase,
     files = sorted(prepared.glob("*.parquet"))
     if not files:
         raise StageError(f"no prepared splits in {prepared}; run the prepare stage first")
+    identity = tokenizer_identity(tokenizer)
     out = {}
     for file in files:
         split = datasets.Dataset.from_parquet(str(file), keep_in_memory=True)
         out[file.stem] = split.map(encode_batch, batched=True, batch_size=1000,
                                    remove_columns=split.column_names, features=FEATURES,
                                    fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
-                                   desc=f"tokenize {file.stem}", keep_in_memory=True)
+                                   desc=f"tokenize {file.stem}", keep_in_memory=True,
+                                   new_fingerprint=content_fingerprint(file, identity,
+                                                                       max_length))
     return datasets.DatasetDict(out)
+
+
+def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The fast tokenizer's definition (vocabulary, normalizer, ...) without the truncation
+    and padding settings that calling it leaves behind."""
+    definition = json.loads(tokenizer.backend_tokenizer.to_str())
+    for runtime in ("truncation", "padding"):
+        definition.pop(runtime, None)
+    return json.dumps(definition, sort_keys=True)
+
+
+def content_fingerprint(file: Path, tokenizer: str, max_length: int) -> str:
+    """What the tokenized split depends on, hashed: the prepared file's bytes, the
+    tokenizer and the truncation. datasets would otherwise hash the file's absolute
+    path, so the same data tokenized in another clone would differ (and DVC would rerun
+    everything after tokenize, and a shared DVC cache would never hit)."""
+    digest = hashlib.sha256(file.read_bytes())
+    digest.update(tokenizer.encode())
+    digest.update(str(max_length).encode())
+    return digest.hexdigest()[:16]

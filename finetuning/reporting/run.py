@@ -25,6 +25,7 @@ class RunData:
     train: dict
     scores: dict
     baseline: dict
+    export: dict
     scalars: dict[str, list[tuple[int, float]]]
     predictions: pd.DataFrame
 
@@ -33,7 +34,8 @@ def load_run(paths: Paths) -> RunData:
     """Read the metrics files, the event files and the test predictions."""
     predictions = Path(paths.predictions) / TEST_PREDICTIONS
     files = [paths.source_record, paths.prepare_metrics, paths.tokenize_metrics,
-             paths.train_metrics, paths.eval_metrics, paths.baseline_metrics, predictions]
+             paths.train_metrics, paths.eval_metrics, paths.baseline_metrics,
+             paths.export_metrics, predictions]
     missing = [str(f) for f in files if not Path(f).is_file()]
     missing += [] if Path(paths.tensorboard).is_dir() else [paths.tensorboard]
     if missing:

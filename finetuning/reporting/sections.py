@@ -238,9 +238,49 @@ def errors_section(run: RunData, cfg: Config, curves: Curves) -> Section:
         mistakes])
 
 
+DEPLOYMENTS = (("torch_fp32", "PyTorch fp32"), ("onnx_fp32", "ONNX fp32"),
+               ("onnx_int8", "ONNX int8 (dynamic)"))
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    """`2.41x`, or MISSING without both numbers."""
+    return f"{numerator / denominator:.2f}x" if numerator and denominator else MISSING
+
+
+def deployment_table(export: dict) -> Table:
+    """Each backend's figures, and its speed against torch fp32 (above 1x is faster)."""
+    torch_fp32 = export.get("torch_fp32", {})
+    rows = []
+    for key, name in DEPLOYMENTS:
+        row = export.get(key)
+        if not row:
+            continue
+        rows.append([name, fmt(row.get("accuracy")), fmt(row.get("latency_ms_b1"), 2),
+                     fmt(row.get("latency_ms_b1_p95"), 2),
+                     ratio(torch_fp32.get("latency_ms_b1"), row.get("latency_ms_b1")),
+                     fmt(row.get("samples_per_second_b32"), 1),
+                     ratio(row.get("samples_per_second_b32"),
+                           torch_fp32.get("samples_per_second_b32")),
+                     fmt(row.get("size_mb"), 1), fmt(row.get("max_abs_logit_diff"), None)])
+    return Table(["backend", "test accuracy", "latency b1 p50 (ms)", "p95 (ms)", "b1 speed-up",
+                  "samples/s b32", "b32 speed-up", "size (MB)", "max |Δ logit| vs torch"], rows)
+
+
+def deployment_section(run: RunData, paths: Paths) -> Section:
+    """The export stage's measurements of torch, ONNX fp32 and ONNX int8."""
+    return Section("Deployment", [
+        f"The export stage's `{paths.onnx}` (fp32 and int8 ONNX, with tokenizer and config) "
+        f"measured against the PyTorch model in one run on the same threads "
+        f"(`{paths.export_metrics}`): test accuracy, batch-1 latency on a test text of median "
+        "length, batch-32 throughput with tokenization, file size, and the largest logit "
+        "difference from torch on the test split. Serve any of them with "
+        "`finetune serve <folder> --backend torch|onnx|onnx-int8`.",
+        deployment_table(run.export)])
+
+
 def build_sections(run: RunData, cfg: Config, commit: str, curves: Curves) -> list[Section]:
     """The report, top to bottom."""
     return [summary_section(run, commit),
             metrics_section(run.scores, run.baseline, cfg.paths),
             curves_section(run.scalars, cfg.paths), errors_section(run, cfg, curves),
-            data_section(run, cfg), what_ran(run, cfg)]
+            deployment_section(run, cfg.paths), data_section(run, cfg), what_ran(run, cfg)]

@@ -91,8 +91,13 @@ def final_evaluation(trainer: Trainer) -> None:
 
 
 def save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-               target: str | Path) -> None:
-    """Write a HF folder (safetensors weights, config with id2label, tokenizer) atomically."""
+               target: str | Path, max_length: int) -> None:
+    """Write a HF folder (safetensors weights, config with id2label, tokenizer) atomically.
+
+    The tokenizer records the training truncation as its `model_max_length`, so whoever
+    loads the folder (`finetune predict`, `pipeline(..., truncation=True)`) cuts texts
+    where training did."""
+    tokenizer.model_max_length = max_length
     with atomic_dir(target) as out:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)

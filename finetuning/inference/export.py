@@ -1,0 +1,58 @@
+"""The fine-tuned model as ONNX: an fp32 graph from torch's (TorchScript) exporter, an int8
+graph from onnxruntime's dynamic quantization, and the tokenizer and config beside them,
+so the folder stands alone (`finetune predict models/onnx ...`)."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from finetuning.data.tokenizer import load_tokenizer
+from finetuning.inference.backends import INPUTS, ONNX_FILES
+from finetuning.inference.model import load_classifier
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(folder: str | Path, out: Path, opset: int) -> Path:
+    """Write `out/model.onnx` (batch and sequence axes dynamic) and the tokenizer and
+    config of the HF folder `folder`; return the graph's path."""
+    model = load_classifier(folder).eval()
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in INPUTS)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {"logits": {0: "batch"}}
+    target = out / ONNX_FILES["onnx"]
+    # The TorchScript exporter: the dynamo one needs onnxscript and maps keyword inputs by
+    # name unreliably; a positional tuple in forward()'s order is exact.
+    with warnings.catch_warnings():
+        # Shape checks that trace to constants, and advanced indexing with no negative
+        # indices here: the logit comparison in metrics/export.json is the real check.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # chosen: see above
+        torch.onnx.export(model, example, str(target), dynamo=False, opset_version=opset,
+                          input_names=list(INPUTS), output_names=["logits"],
+                          dynamic_axes=axes)
+    model.config.save_pretrained(out)
+    load_tokenizer(folder).save_pretrained(out)
+    log.info("exported %s (%.1f MB)", target, target.stat().st_size / 2**20)
+    return target
+
+
+def quantize_int8(fp32: Path, out: Path) -> Path:
+    """Dynamic int8 quantization of the weights (per tensor: per channel was slower here).
+    onnxruntime's `quant_pre_process` is skipped: its shape inference fails on these
+    graphs, and quantize_dynamic does not need it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = out / ONNX_FILES["onnx-int8"]
+    root = logging.getLogger()  # onnxruntime logs a line per tensor on the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    log.info("quantized %s (%.1f MB)", target, target.stat().st_size / 2**20)
+    return target

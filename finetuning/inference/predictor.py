@@ -1,0 +1,93 @@
+"""Texts in, label scores out: the one prediction path behind `finetune predict`, `finetune
+serve` and the export stage's measurements, on every backend.
+
+Texts are tokenized as in training (the model folder's tokenizer, truncated at the
+`max_length` it was trained with, recorded as the tokenizer's `model_max_length`), sorted
+by length, cut into batches padded to their own longest row (where a cut saves more
+padding than a forward pass costs), run, and put back in order.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from finetuning.data.batching import TokenizedSplit, collate, padding_aware_batches
+from finetuning.data.tokenizer import load_tokenizer
+from finetuning.inference.backends import load_backend
+
+FUNCTIONS = ("softmax", "sigmoid", "none")  # Hugging Face's `function_to_apply`
+
+
+def transform(logits: np.ndarray, function: str = "softmax") -> np.ndarray:
+    """Scores from logits, as Hugging Face's text-classification `function_to_apply`."""
+    logits = logits.astype(np.float64)
+    if function == "softmax":
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        return shifted / shifted.sum(-1, keepdims=True)
+    if function == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    if function == "none":
+        return logits
+    raise ValueError(f"function_to_apply must be one of {FUNCTIONS}, got {function!r}")
+
+
+def ranked(scores: np.ndarray, labels: list[str], top_k: int | None = None) -> list[dict]:
+    """One row's `{"label", "score"}` pairs, highest score first, the first `top_k`."""
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [{"label": labels[i], "score": float(scores[i])} for i in order]
+
+
+class Predictor:
+    """A fine-tuned model folder (HF or ONNX export) ready to score texts."""
+
+    def __init__(self, folder: str | Path, backend: str = "auto", batch_size: int = 32,
+                 threads: int = 0):
+        self.folder = Path(folder)
+        self.backend = load_backend(self.folder, backend, threads)
+        self.tokenizer = load_tokenizer(self.folder)
+        config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+        self.labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        positions = config.get("max_position_embeddings", self.tokenizer.model_max_length)
+        self.max_length = min(self.tokenizer.model_max_length, positions)
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str]) -> TokenizedSplit:
+        """Token ids of every text, truncated as in training, as one flat split."""
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length,
+                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+        tokens = np.fromiter((t for row in ids for t in row), dtype=np.int32,
+                             count=int(lengths.sum()))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return TokenizedSplit(tokens, offsets, np.zeros(len(ids), dtype=np.int64))
+
+    def batches(self, split: TokenizedSplit) -> Iterator[tuple[np.ndarray, dict]]:
+        """(rows, padded numpy batch) in length order, cut where padding costs most."""
+        for rows in padding_aware_batches(split.lengths, self.batch_size):
+            batch = collate(split, rows, self.tokenizer.pad_token_id)
+            yield rows, {key: value.numpy() for key, value in batch.items()}
+
+    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """float32 logits of every text, in input order."""
+        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return logits
+        split = self.encode(texts)
+        with tqdm(total=len(texts), unit="text", desc="predict", disable=not progress,
+                  leave=False) as bar:
+            for rows, batch in self.batches(split):
+                logits[rows] = self.backend.logits(batch)
+                bar.update(len(rows))
+        return logits
+
+    def predict(self, texts: list[str], progress: bool = False) -> list[dict]:
+        """Per text: the top label, its probability, and every label's probability."""
+        probs = transform(self.logits(texts, progress))
+        best = probs.argmax(-1)
+        return [{"label": self.labels[b], "score": float(p[b]),
+                 "scores": {name: float(v) for name, v in zip(self.labels, p)}}
+                for b, p in zip(best, probs)]

@@ -1,0 +1,153 @@
+"""`finetune serve`: the model over HTTP, in the Hugging Face Inference API's
+text-classification format, so Hugging Face's own clients work against it unchanged.
+
+    POST /predict   {"inputs": str | [str], "parameters": {"top_k", "function_to_apply"}}
+                    -> one list of {"label", "score"} per input, best first
+    GET  /health    200 once the model is loaded
+    GET  /metadata  model folder, labels, max_length, backend, commit, its eval metrics
+    GET  /docs      OpenAPI documentation
+
+Concurrent requests share forward passes (batcher.py). Over a limit, a request gets 413
+with a JSON body naming the limit; a malformed one gets 422; neither reaches the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from finetuning.inference.batcher import MicroBatcher
+from finetuning.inference.predictor import Predictor, ranked, transform
+from finetuning.provenance import git_state
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask, and how requests are batched."""
+
+    max_inputs: int = 64        # texts per request
+    max_chars: int = 10_000     # characters per text
+    max_batch: int = 32         # texts per forward pass
+    max_wait_ms: float = 5.0    # how long a request waits for others to join its batch
+
+    @property
+    def max_body_bytes(self) -> int:
+        """A request body no valid request exceeds (UTF-8 is at most 4 bytes a character)."""
+        return 4 * self.max_inputs * (self.max_chars + 16) + 4096
+
+
+class Parameters(BaseModel):
+    """Hugging Face's text-classification parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(None, ge=1, description="keep the k most probable labels")
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
+        None, description="how logits become scores (default softmax)")
+
+
+class PredictRequest(BaseModel):
+    """A request as Hugging Face's InferenceClient sends it."""
+
+    inputs: StrictStr | list[StrictStr] = Field(description="one text or a list of texts")
+    parameters: Parameters | None = None
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class LimitExceeded(Exception):
+    """A request over one of the Limits."""
+
+    def __init__(self, limit: str, value: int, allowed: int):
+        super().__init__(f"{limit} is {allowed}, the request has {value}")
+        self.limit, self.value, self.allowed = limit, value, allowed
+
+
+def check_limits(texts: list[str], limits: Limits) -> None:
+    """Refuse a request with too many texts or a text too long (413), or none (422)."""
+    if len(texts) > limits.max_inputs:
+        raise LimitExceeded("max_inputs", len(texts), limits.max_inputs)
+    longest = max((len(text) for text in texts), default=0)
+    if longest > limits.max_chars:
+        raise LimitExceeded("max_chars", longest, limits.max_chars)
+
+
+def metadata(predictor: Predictor, metrics_file: Path | None) -> dict:
+    """What /metadata reports: the model, how it reads texts, where it came from."""
+    scores = None
+    if metrics_file is not None and metrics_file.is_file():
+        scores = json.loads(metrics_file.read_text(encoding="utf-8"))
+    commit = git_state([], cwd=predictor.folder)
+    return {"model": str(predictor.folder.resolve()), "labels": predictor.labels,
+            "max_length": predictor.max_length, "backend": predictor.backend.name,
+            "commit": commit, "metrics": scores}
+
+
+def create_app(predictor: Predictor, limits: Limits, metrics_file: Path | None = None
+               ) -> FastAPI:
+    """The ASGI application around a loaded predictor."""
+    batcher = MicroBatcher(predictor.logits, limits.max_batch, limits.max_wait_ms)
+    info = metadata(predictor, metrics_file)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="finetune serve", version="1", lifespan=lifespan,
+                  description=__doc__.split("\n\n")[0])
+    add_routes(app, batcher, predictor, limits, info)
+    return app
+
+
+def add_routes(app: FastAPI, batcher: MicroBatcher, predictor: Predictor, limits: Limits,
+               info: dict) -> None:
+    """/predict, /health, /metadata, and the JSON body of a refused request."""
+
+    @app.middleware("http")
+    async def refuse_huge_bodies(request: Request, call_next):
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limits.max_body_bytes:
+            return limit_response(LimitExceeded("max_body_bytes", int(length),
+                                                limits.max_body_bytes))
+        return await call_next(request)
+
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(request: Request, err: LimitExceeded) -> JSONResponse:
+        return limit_response(err)
+
+    @app.post("/predict", response_model=list[list[LabelScore]])
+    async def predict(request: PredictRequest) -> list[list[dict]]:
+        """Scores of each input's labels, best first (Hugging Face's format)."""
+        texts = [request.inputs] if isinstance(request.inputs, str) else request.inputs
+        check_limits(texts, limits)
+        if not texts:
+            return []
+        parameters = request.parameters or Parameters()
+        scores = transform(await batcher.submit(texts), parameters.function_to_apply or "softmax")
+        return [ranked(row, predictor.labels, parameters.top_k) for row in scores]
+
+    @app.get("/health")
+    async def health() -> dict:
+        """200 while the model is loaded and the batcher runs."""
+        return {"status": "ok", "batches": batcher.batches, "texts": batcher.texts}
+
+    @app.get("/metadata")
+    async def model_metadata() -> dict:
+        """The model folder, labels, truncation, backend, commit and eval metrics."""
+        return info
+
+
+def limit_response(err: LimitExceeded) -> JSONResponse:
+    """413 with the limit named."""
+    return JSONResponse(status_code=413, content={
+        "error": str(err), "limit": err.limit, "allowed": err.allowed, "value": err.value})
