@@ -205,14 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, optionally save JSON."""
-    args = build_parser().parse_args(argv)
-    if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 600:
-        raise SystemExit("--clients must be in [1, 64] and --seconds in (0, 600]")
+    args = bounded(build_parser().parse_args(argv))
     report = benchmark(args)
     print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    save(report, args.json)
     return 0
+
+
+def bounded(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments of a load run, refused unless clients and time are bounded."""
+    if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 600:
+        raise SystemExit("--clients must be in [1, 64] and --seconds in (0, 600]")
+    return args
+
+
+def save(report: dict, path: Path | None) -> None:
+    """Write a report as JSON when a path was given."""
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

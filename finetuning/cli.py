@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from finetuning.config import PARAMS_FILE, load_config
 from finetuning.errors import USER_ERRORS
 from finetuning.inference.backends import BACKENDS
+from finetuning.monitoring.drift import DriftWatch
 
 log = logging.getLogger("finetune")
 
@@ -38,16 +40,36 @@ def predict(args: argparse.Namespace) -> int:
     frame = read_inputs(args.input, args.text_column)
     predictor = Predictor(args.model, args.backend, args.batch_size, args.threads)
     started = time.perf_counter()
-    predictions = predictor.predict(frame[args.text_column].tolist(), progress=True)
+    scored = predictor.run(frame[args.text_column].tolist(), progress=True)
     seconds = time.perf_counter() - started
-    write_predictions(frame, args.text_column, predictions, args.output)
+    write_predictions(frame, args.text_column, predictor.predictions(scored.logits),
+                      args.output)
     log.info("predicted %d texts in %.1f s (%s backend)%s", len(frame), seconds,
              predictor.backend.name, f", wrote {args.output}" if args.output else "")
+    watch_batch(predictor, scored, args)
     return 0
+
+
+def watch_batch(predictor, scored, args: argparse.Namespace) -> None:
+    """The run's label mix, lengths and drift against validation, as `finetune serve`
+    watches them: in the log, and in `--summary FILE` as JSON."""
+    from finetuning.monitoring.drift import describe, summarize
+    from finetuning.outputs import write_json
+
+    summary = summarize(predictor.labels, scored.logits.argmax(-1), scored.lengths,
+                        scored.truncated, predictor.reference)
+    drifted = summary["drift"] and max(summary["drift"].values()) > args.drift_threshold
+    (log.warning if drifted else log.info)("summary: %s", describe(summary, args.drift_threshold))
+    if args.summary:
+        write_json(args.summary, {**summary, "threshold": args.drift_threshold})
 
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the model over HTTP until SIGINT or SIGTERM."""
+    # oneDNN caches compiled kernels per tensor shape, and a server sees every (batch,
+    # length) shape: its memory crept up 100 MB in 60 s of load (benchmarks/soak.py) and
+    # stays flat without the cache, at the same requests/s. Read when torch loads.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
     import uvicorn
 
     from finetuning.inference.predictor import Predictor
@@ -58,8 +80,9 @@ def serve(args: argparse.Namespace) -> int:
         # raises the signal again, which lands here (as it would while the model loads).
         signal.signal(stop, exit_cleanly)
     limits = Limits(args.max_inputs, args.max_chars, args.max_batch_size, args.max_wait_ms)
+    watch = DriftWatch(args.drift_window, args.drift_min, args.drift_threshold)
     predictor = Predictor(args.model, args.backend, args.max_batch_size, args.threads)
-    app = create_app(predictor, limits, Path(args.metrics))
+    app = create_app(predictor, limits, Path(args.metrics), watch)
     log.info("serving %s (%s backend) on http://%s:%d (docs at /docs)", args.model,
              predictor.backend.name, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info",
@@ -83,6 +106,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads; 0 = torch's default (default: %(default)s)")
 
 
+def add_drift_threshold(parser: argparse.ArgumentParser) -> None:
+    """The PSI above which drift is logged as a warning, shared by predict and serve."""
+    parser.add_argument("--drift-threshold", type=float, default=DriftWatch.threshold,
+                        help="PSI of labels or token lengths against validation above which "
+                        "the log warns (0.1: moderate, 0.25: large shift; default: "
+                        "%(default)s)")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """predict, serve, check-params."""
     parser = commands.add_parser("predict", help="label a file of texts with a model",
@@ -96,6 +127,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass, "
                         "length-sorted (default: %(default)s)")
+    parser.add_argument("--summary", metavar="FILE", help="also write the run's label mix, "
+                        "token lengths and drift against validation here as JSON")
+    add_drift_threshold(parser)
     parser.set_defaults(run=predict)
 
     parser = commands.add_parser("serve", help="serve a model over HTTP (Hugging Face's "
@@ -114,6 +148,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="characters per text; more gets 413 (default: %(default)s)")
     parser.add_argument("--metrics", default="metrics/eval.json", help="eval metrics shown by "
                         "/metadata when the file exists (default: %(default)s)")
+    parser.add_argument("--drift-window", type=int, default=DriftWatch.window,
+                        help="predictions in the rolling drift window (default: %(default)s)")
+    parser.add_argument("--drift-min", type=int, default=DriftWatch.minimum,
+                        help="predictions before drift is computed (default: %(default)s)")
+    add_drift_threshold(parser)
     parser.set_defaults(run=serve)
 
     parser = commands.add_parser("check-params", help="validate params.yaml as the stages "

@@ -6,8 +6,6 @@ import platform
 import subprocess
 from pathlib import Path
 
-import torch
-
 
 def git_state(outputs: list[str], cwd: str | Path | None = None) -> str:
     """Short HEAD commit of the checkout at `cwd` (default: here), marked dirty when
@@ -38,6 +36,8 @@ def cpu_model() -> str:
 
 def hardware() -> dict[str, str]:
     """The machine making the report: CPU, cores, torch, GPU."""
+    import torch  # here, not at import: the card and report stages need it only for this
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"CPU": cpu_model(), "CPU cores": str(os.cpu_count()), "GPU": gpu,
             "torch": torch.__version__, "Python": platform.python_version()}

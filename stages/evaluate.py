@@ -1,8 +1,10 @@
 """evaluate: score the fine-tuned model on validation, test and every out-of-domain split.
 
-Reads `<finetuned>`, `<tokenized>` and the texts in `<prepared>`; writes
-`metrics/eval.json` (a DVC metric: loss, accuracy, macro precision/recall/F1 per split)
-and `<predictions>/<split>.csv` (text, label, prediction, class probabilities).
+Reads `<trained>`, `<tokenized>` and the texts in `<prepared>`; writes
+`metrics/eval.json` (a DVC metric: loss, accuracy, macro precision/recall/F1 per split),
+`<predictions>/<split>.csv` (text, label, prediction, class probabilities) and
+`<predictions>/drift_reference.json` (the validation split's predicted-label mix and
+token lengths, which serving and predict compare live traffic with).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from finetuning.data.prepared import read_texts
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.inference.model import load_classifier, predictions_frame, score_splits
 from finetuning.metrics import nest_results
+from finetuning.monitoring.drift import REFERENCE_FILE, build_reference, write_reference
 from finetuning.outputs import atomic_dir, write_json
 from finetuning.stage import run_stage
 from finetuning.training.runtime import init_runtime
@@ -25,8 +28,8 @@ def evaluate(cfg: Config) -> None:
     """Predict every non-train split, write metrics and predictions."""
     paths, labels = cfg.paths, cfg.prepare.labels
     runtime = init_runtime(cfg.train.threads)
-    model = load_classifier(paths.finetuned).to(runtime.device)
-    pad_id = load_tokenizer(paths.finetuned).pad_token_id
+    model = load_classifier(paths.trained).to(runtime.device)
+    pad_id = load_tokenizer(paths.trained).pad_token_id
     splits = load_splits(paths.tokenized, skip=("train",))
     scored = score_splits(model, splits, cfg.evaluate.batch_size, pad_id, runtime.device)
     with atomic_dir(paths.predictions) as out:
@@ -34,6 +37,9 @@ def evaluate(cfg: Config) -> None:
             frame = predictions_frame(read_texts(paths.prepared, name), splits[name].labels,
                                       logits, labels)
             frame.to_csv(out / f"{name}.csv", index=False)
+        validation = splits["validation"]
+        write_reference(build_reference(labels, scored["validation"][0].argmax(-1).numpy(),
+                                        validation.lengths), out / REFERENCE_FILE)
     results = {name: report for name, (_, report) in scored.items()}
     for name, report in results.items():
         log.info("%s: %s", name, {k: round(v, 4) for k, v in report.items()})

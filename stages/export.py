@@ -1,6 +1,7 @@
 """export: the fine-tuned model as ONNX (fp32 and int8), measured against torch.
 
-Reads `<finetuned>` and the test split in `<prepared>`; writes `<onnx>` (model.onnx,
+Reads `<trained>`, the test split in `<prepared>` and the drift reference in
+`<predictions>`; writes `<onnx>` (model.onnx,
 model-int8.onnx, tokenizer and config: a folder that stands alone) and
 `metrics/export.json`: for torch_fp32, onnx_fp32 and onnx_int8 the test accuracy,
 batch-1 latency (p50, p95), batch-32 throughput and size, and for the ONNX graphs the
@@ -17,6 +18,7 @@ from finetuning.config import Config
 from finetuning.data.prepared import read_prepared
 from finetuning.inference.export import export_onnx, quantize_int8
 from finetuning.inference.measure import measure_backends
+from finetuning.monitoring.drift import copy_reference
 from finetuning.outputs import atomic_dir, write_json
 from finetuning.stage import run_stage
 
@@ -30,8 +32,9 @@ def export(cfg: Config) -> None:
         torch.set_num_threads(ecfg.threads)
     test = read_prepared(paths.prepared)["test"]
     with atomic_dir(paths.onnx) as out:
-        quantize_int8(export_onnx(paths.finetuned, out, ecfg.opset), out)
-        results = measure_backends(Path(paths.finetuned), out, test["text"].tolist(),
+        quantize_int8(export_onnx(paths.trained, out, ecfg.opset), out)
+        copy_reference(Path(paths.predictions), out)
+        results = measure_backends(Path(paths.trained), out, test["text"].tolist(),
                                    test["label"].to_numpy(), ecfg.latency_runs,
                                    ecfg.warmup_runs, torch.get_num_threads())
     write_json(paths.export_metrics, results)

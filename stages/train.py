@@ -1,7 +1,7 @@
 """train: fine-tune the base model on the tokenized train split.
 
 Reads `<tokenized>`, `<prepared>/validation.parquet` (texts for TensorBoard) and
-`<base_model>`; writes the fine-tuned HF folder `<finetuned>`, tensorboardX logs in
+`<base_model>`; writes the fine-tuned HF folder `<trained>`, tensorboardX logs in
 `<tensorboard>` and the run's figures in `metrics/train.json`. With
 `train.num_processes > 1` the stage relaunches itself under torchrun (DDP). The loop lives
 in finetuning/training/.
@@ -27,7 +27,7 @@ def train(cfg: Config) -> None:
         trainer, tokenizer = build_trainer(cfg, runtime)
         summary = run_training(trainer)
         if runtime.is_main:
-            save_model(trainer.module, tokenizer, cfg.paths.finetuned, cfg.tokenize.max_length)
+            save_model(trainer.module, tokenizer, cfg.paths.trained, cfg.tokenize.max_length)
             write_json(cfg.paths.train_metrics, summary)
             clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
     finally:

@@ -245,3 +245,18 @@ def test_serving_benchmark_smoke_on_the_tiny_model(pipeline_run, tmp_path):
     for row in report["results"].values():
         assert row["requests"] > 0 and row["errors"] == 0 and row["p50_ms"] <= row["p95_ms"]
     assert serving.figures([0.001, 0.003], 1.0, [])["requests_per_second"] == 2.0
+
+
+def test_soak_counts_what_the_server_counted_and_samples_its_memory(pipeline_run, tmp_path):
+    """Two clients for two seconds; the server's /metrics agree with the clients."""
+    _, cfg = pipeline_run
+    out = tmp_path / "soak.json"
+    run_module("benchmarks.soak", "--model", cfg.paths.finetuned, "--texts",
+               f"{cfg.paths.prepared}/test.parquet", "--clients", "2", "--seconds", "2",
+               "--every", "0.5", "--threads", "1", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert report["requests"] > 0 and report["errors"] == 0
+    assert report["metrics_counted"] == {"finetune_requests_total": report["requests"],
+                                         "finetune_inputs_total": report["requests"]}
+    memory = report["rss_mb"]
+    assert len(memory["samples"]) >= 4 and 50 < memory["start"] <= memory["max"]

@@ -41,7 +41,7 @@ def test_two_gloo_processes_train_one_model_and_one_log(prepared):
     assert len(events) == 3  # rank 0 only: one file, continued after each checkpoint (4, 8)
     steps = [e.step for e in load_events(cfg.paths.tensorboard).Scalars("train/loss")]
     assert steps == [2, 4, 6, 8, 10, 12]
-    assert (Path(cfg.paths.finetuned) / "model.safetensors").is_file()
+    assert (Path(cfg.paths.trained) / "model.safetensors").is_file()
     assert result.stderr.count("step 12/12 validation") == 1  # rank 0 speaks alone
 
 
@@ -60,7 +60,7 @@ def test_a_failing_rank_stops_the_whole_run(prepared):
 def test_mixed_precision_trains_on_cpu(prepared, tmp_path, precision):
     root, _ = prepared
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["paths"].update(finetuned=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
+    params["paths"].update(trained=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
                            train_metrics=str(tmp_path / "t.json"),
                            checkpoints=str(tmp_path / "c"))
     params["train"].update(num_processes=1, precision=precision)

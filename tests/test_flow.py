@@ -233,7 +233,7 @@ def test_served_run_applies_the_override_and_a_rerun_is_cached(
     code, output, _ = deployment_run(server, {"learning_rate": learning_rate}, name)
     assert code == 0, output
     # One task run per stage: what the learning rate feeds ran, the rest was up to date.
-    affected = {"train", "evaluate", "export", "report"}
+    affected = {"train", "evaluate", "export", "report", "card"}
     assert task_states(server, name) == {
         stage: "Completed" if stage in affected else "Cached" for stage in stages}
 

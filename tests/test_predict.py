@@ -137,21 +137,28 @@ def test_a_labelled_table_keeps_its_labels(model, expected, tmp_path):
 
 
 def test_the_readme_predict_commands_work_as_written(pipeline_run, tmp_path):
-    """The first block of the README's "Predict, serve and export", in a checkout-like
-    folder holding the session's model, export and prepared data."""
+    """The predict blocks of the README's "Predict, serve and export" (the first, and the
+    batch summary's), in a checkout-like folder holding the session's model, export and
+    prepared data."""
     _, cfg = pipeline_run
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = text.split("## Predict, serve and export\n", 1)[1].split("\n## ", 1)[0]
-    block = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    (summary_block,) = [b for b in blocks if "--summary" in b]
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "finetuned").symlink_to(cfg.paths.finetuned)
     (tmp_path / "models" / "onnx").symlink_to(cfg.paths.onnx)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "prepared").symlink_to(cfg.paths.prepared)
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert len(jsonl(result.stdout)) == 4  # two texts, twice
+    for block in (blocks[0], summary_block):
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        if block is blocks[0]:
+            assert len(jsonl(result.stdout)) == 4  # two texts, twice
     labelled = pd.read_csv(tmp_path / "test-labelled.csv")
     assert len(labelled) == 6 and "predicted_label" in labelled.columns
+    summary = json.loads((tmp_path / "predict-summary.json").read_text())
+    assert summary["texts"] == 6 and sum(summary["labels"].values()) == 6
+    assert set(summary["drift"]) == {"label_psi", "length_psi"}

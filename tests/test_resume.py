@@ -18,7 +18,7 @@ from finetuning.training.checkpoint import (CHECKPOINT, fingerprint, load_checkp
                                             save_checkpoint)
 from tests.conftest import BIN, paths_under, run, tiny_params, write_params
 
-MODEL = "models/finetuned/model.safetensors"
+MODEL = "models/trained/model.safetensors"
 
 
 def kill_after_first_checkpoint(repo, *args: str) -> None:

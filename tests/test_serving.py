@@ -11,6 +11,7 @@ import threading
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.serving import serving
 from finetuning.inference.predictor import Predictor
@@ -132,6 +133,45 @@ def test_health_metadata_and_docs(server):
     assert meta["metrics"] == json.loads(open(cfg.paths.eval_metrics).read())
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    """/metrics read by Prometheus' own parser: {(sample name, labels...): value}."""
+    response = httpx.get(f"{url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {(sample.name, *sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples}
+
+
+def test_metrics_count_requests_batches_inputs_truncation_and_labels(server):
+    url, cfg = server
+    texts = [*TEXTS, " ".join(["plot"] * 40)]  # the last one is cut at max_length
+    before = scrape(url)
+    assert post(url, {"inputs": texts[:2]}).status_code == 200
+    assert post(url, {"inputs": texts[2:]}).status_code == 200
+    assert post(url, {"inputs": ["a"] * 9}).status_code == 413
+    assert httpx.get(f"{url}/nowhere").status_code == 404
+    after = scrape(url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, *sorted(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("finetune_requests_total", route="/predict", status="200") == 2
+    assert delta("finetune_requests_total", route="/predict", status="413") == 1
+    assert delta("finetune_requests_total", route="other", status="404") == 1
+    assert delta("finetune_request_seconds_count", route="/predict", status="200") == 2
+    assert delta("finetune_request_seconds_sum", route="/predict", status="200") > 0
+    assert delta("finetune_queue_wait_seconds_count") == 2  # the 413 never queued
+    assert delta("finetune_batch_size_sum") == len(texts)
+    assert 1 <= delta("finetune_batch_size_count") <= 2
+    assert delta("finetune_inputs_total") == len(texts)
+    scored = Predictor(cfg.paths.finetuned).run(texts)
+    assert delta("finetune_inputs_truncated_total") == scored.truncated.sum() == 1
+    predicted = [cfg.prepare.labels[i] for i in scored.logits.argmax(-1)]
+    for label in cfg.prepare.labels:
+        assert delta("finetune_predictions_total", label=label) == predicted.count(label)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])

@@ -129,10 +129,10 @@ def test_runs_are_deterministic(run_dir, tmp_path):
     """Same params and seed on CPU: the same trained weights, hence the same metrics."""
     root, cfg = run_dir
     params = config_params(root)
-    params["paths"].update(finetuned=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
+    params["paths"].update(trained=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
                            train_metrics=str(tmp_path / "t.json"))
     run_stage_main("train", write_params(params, tmp_path / "params.yaml"))
-    first = load_file(Path(cfg.paths.finetuned) / "model.safetensors")
+    first = load_file(Path(cfg.paths.trained) / "model.safetensors")
     second = load_file(tmp_path / "m" / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
 
@@ -209,3 +209,41 @@ def get_json(url: str, deadline: float):
             if time.monotonic() > end:
                 raise
             time.sleep(0.5)
+
+
+def test_model_card_metadata_parses_and_equals_the_eval_metrics(run_dir):
+    _, cfg = run_dir
+    text = (Path(cfg.paths.finetuned) / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---", 2)[1])
+    assert meta["pipeline_tag"] == "text-classification"
+    assert meta["library_name"] == "transformers"
+    assert meta["datasets"] == [cfg.fetch.data] and meta["license"] == "other"  # tiny base: none
+    evaluated = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    (index,) = meta["model-index"]
+    results = {r["dataset"]["split"]: {m["type"]: m["value"] for m in r["metrics"]}
+               for r in index["results"]}
+    assert set(results) == {"validation", "test", "ood/synthetic"}
+    for split, scores in (("test", evaluated["test"]), ("validation", evaluated["validation"]),
+                          ("ood/synthetic", evaluated["ood"]["synthetic"])):
+        assert results[split] == {k: scores[k] for k in ("accuracy", "f1", "precision",
+                                                         "recall", "loss")}
+    body = text.split("---", 2)[2]
+    for heading in ("Intended uses and limits", "Training data", "Training procedure",
+                    "Evaluation", "Deployment", "How to use", "Monitoring"):
+        assert f"## {heading}" in body
+    assert f"{evaluated['test']['accuracy']:.4f}" in body
+    assert f"out-of-domain `synthetic` texts its accuracy is " \
+           f"{evaluated['ood']['synthetic']['accuracy']:.4f}" in body
+
+
+def test_the_deliverable_folder_carries_the_trained_model_and_drift_reference(run_dir):
+    _, cfg = run_dir
+    trained, shipped = Path(cfg.paths.trained), Path(cfg.paths.finetuned)
+    assert (trained / "model.safetensors").read_bytes() == (
+        shipped / "model.safetensors").read_bytes()
+    for folder in (shipped, Path(cfg.paths.onnx)):
+        reference = json.loads((folder / "drift_reference.json").read_text())
+        assert reference["labels"] == cfg.prepare.labels and reference["rows"] == 6
+        assert sum(reference["label_shares"]) == pytest.approx(1.0)
+        assert sum(reference["length_shares"]) == pytest.approx(1.0)

@@ -18,6 +18,7 @@ class Paths:
     base_model: str
     prepared: str
     tokenized: str
+    trained: str
     finetuned: str
     tensorboard: str
     checkpoints: str

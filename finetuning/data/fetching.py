@@ -15,7 +15,7 @@ from finetuning.errors import StageError
 
 log = logging.getLogger(__name__)
 
-HUB_MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+HUB_MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]  # card: license
 
 
 def fetch_data(source: str, dest: Path, cfg: Fetch, cache: Path,

@@ -17,22 +17,31 @@ FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")
                               "truncated": datasets.Value("bool")})
 
 
-def encode_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
-    """Tokenize a batch of texts with truncation, flagging rows that were cut.
+def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase,
+                 max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of each text, truncated at `max_length`, and whether it was cut: the one
+    tokenization of training and of every prediction afterwards.
 
     One pass: overflowing tokens come back as extra chunks, so a row with more than one
     chunk was truncated; only its first chunk is kept.
     """
-    enc = tokenizer(batch["text"], truncation=True, max_length=max_length,
+    if not texts:  # the tokenizer cannot take an empty batch
+        return [], []
+    enc = tokenizer(texts, truncation=True, max_length=max_length,
                     return_overflowing_tokens=True, return_attention_mask=False,
                     return_token_type_ids=False)
     first: dict[int, int] = {}
-    chunks = np.zeros(len(batch["text"]), dtype=np.int64)
+    chunks = np.zeros(len(texts), dtype=np.int64)
     for chunk, row in enumerate(enc["overflow_to_sample_mapping"]):
         first.setdefault(row, chunk)
         chunks[row] += 1
-    return {"input_ids": [enc["input_ids"][first[row]] for row in range(len(batch["text"]))],
-            "label": batch["label"], "truncated": (chunks > 1).tolist()}
+    return [enc["input_ids"][first[row]] for row in range(len(texts))], (chunks > 1).tolist()
+
+
+def encode_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
+    """`encode_texts` for `Dataset.map`: a batch of rows with text and label."""
+    ids, truncated = encode_texts(batch["text"], tokenizer, max_length)
+    return {"input_ids": ids, "label": batch["label"], "truncated": truncated}
 
 
 def length_stats(split: datasets.Dataset) -> dict:

@@ -27,7 +27,7 @@ def latency_ms(predictor: Predictor, text: str, runs: int, warmup: int) -> tuple
 
 def typical_text(predictor: Predictor, texts: list[str]) -> str:
     """The text of median token length."""
-    lengths = predictor.encode(texts).lengths
+    lengths = predictor.encode(texts)[0].lengths
     return texts[int(np.argsort(lengths, kind="stable")[len(lengths) // 2])]
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from finetuning.data.batching import TokenizedSplit, collate, padding_aware_batches
+from finetuning.data.tokenization import encode_texts
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.inference.backends import load_backend
+from finetuning.monitoring.drift import read_reference
 
 FUNCTIONS = ("softmax", "sigmoid", "none")  # Hugging Face's `function_to_apply`
 
@@ -41,6 +44,15 @@ def ranked(scores: np.ndarray, labels: list[str], top_k: int | None = None) -> l
     return [{"label": labels[i], "score": float(scores[i])} for i in order]
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What a model made of some texts, in input order."""
+
+    logits: np.ndarray     # float32, texts x labels
+    lengths: np.ndarray    # tokens of each text after truncation
+    truncated: np.ndarray  # whether each text was cut at max_length
+
+
 class Predictor:
     """A fine-tuned model folder (HF or ONNX export) ready to score texts."""
 
@@ -54,16 +66,18 @@ class Predictor:
         positions = config.get("max_position_embeddings", self.tokenizer.model_max_length)
         self.max_length = min(self.tokenizer.model_max_length, positions)
         self.batch_size = batch_size
+        self.reference = read_reference(self.folder)  # validation, to watch drift against
 
-    def encode(self, texts: list[str]) -> TokenizedSplit:
-        """Token ids of every text, truncated as in training, as one flat split."""
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    def encode(self, texts: list[str]) -> tuple[TokenizedSplit, np.ndarray]:
+        """Token ids of every text, tokenized and truncated as in training, as one flat
+        split; and which texts were cut."""
+        ids, truncated = encode_texts(texts, self.tokenizer, self.max_length)
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
         tokens = np.fromiter((t for row in ids for t in row), dtype=np.int32,
                              count=int(lengths.sum()))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        return TokenizedSplit(tokens, offsets, np.zeros(len(ids), dtype=np.int64))
+        split = TokenizedSplit(tokens, offsets, np.zeros(len(ids), dtype=np.int64))
+        return split, np.asarray(truncated, dtype=bool)
 
     def batches(self, split: TokenizedSplit) -> Iterator[tuple[np.ndarray, dict]]:
         """(rows, padded numpy batch) in length order, cut where padding costs most."""
@@ -71,23 +85,29 @@ class Predictor:
             batch = collate(split, rows, self.tokenizer.pad_token_id)
             yield rows, {key: value.numpy() for key, value in batch.items()}
 
-    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """float32 logits of every text, in input order."""
+    def run(self, texts: list[str], progress: bool = False) -> Scored:
+        """Logits of every text in input order, with its token count and truncation."""
         logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        if not texts:
-            return logits
-        split = self.encode(texts)
+        split, truncated = self.encode(texts)
         with tqdm(total=len(texts), unit="text", desc="predict", disable=not progress,
                   leave=False) as bar:
             for rows, batch in self.batches(split):
                 logits[rows] = self.backend.logits(batch)
                 bar.update(len(rows))
-        return logits
+        return Scored(logits, split.lengths, truncated)
 
-    def predict(self, texts: list[str], progress: bool = False) -> list[dict]:
-        """Per text: the top label, its probability, and every label's probability."""
-        probs = transform(self.logits(texts, progress))
+    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """float32 logits of every text, in input order."""
+        return self.run(texts, progress).logits
+
+    def predictions(self, logits: np.ndarray) -> list[dict]:
+        """Per row of logits: the top label, its probability, every label's probability."""
+        probs = transform(logits)
         best = probs.argmax(-1)
         return [{"label": self.labels[b], "score": float(p[b]),
                  "scores": {name: float(v) for name, v in zip(self.labels, p)}}
                 for b, p in zip(best, probs)]
+
+    def predict(self, texts: list[str], progress: bool = False) -> list[dict]:
+        """Per text: the top label, its probability, and every label's probability."""
+        return self.predictions(self.logits(texts, progress))

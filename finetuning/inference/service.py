@@ -4,7 +4,9 @@ text-classification format, so Hugging Face's own clients work against it unchan
     POST /predict   {"inputs": str | [str], "parameters": {"top_k", "function_to_apply"}}
                     -> one list of {"label", "score"} per input, best first
     GET  /health    200 once the model is loaded
-    GET  /metadata  model folder, labels, max_length, backend, commit, its eval metrics
+    GET  /metadata  model folder, labels, max_length, backend, commit, its eval metrics,
+                    and drift of recent predictions against validation
+    GET  /metrics   Prometheus' text format (telemetry.py)
     GET  /docs      OpenAPI documentation
 
 Concurrent requests share forward passes (batcher.py). Over a limit, a request gets 413
@@ -14,16 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from finetuning.inference.batcher import MicroBatcher
 from finetuning.inference.predictor import Predictor, ranked, transform
+from finetuning.inference.telemetry import DriftWatch, Telemetry
 from finetuning.provenance import git_state
 
 
@@ -91,11 +98,22 @@ def metadata(predictor: Predictor, metrics_file: Path | None) -> dict:
             "commit": commit, "metrics": scores}
 
 
-def create_app(predictor: Predictor, limits: Limits, metrics_file: Path | None = None
-               ) -> FastAPI:
+def create_app(predictor: Predictor, limits: Limits, metrics_file: Path | None = None,
+               watch: DriftWatch = DriftWatch()) -> FastAPI:
     """The ASGI application around a loaded predictor."""
-    batcher = MicroBatcher(predictor.logits, limits.max_batch, limits.max_wait_ms)
+    telemetry = Telemetry(predictor.labels, predictor.reference, watch)
+
+    def run_batch(texts: list[str]) -> np.ndarray:
+        scored = predictor.run(texts)
+        telemetry.observe_batch(scored)
+        return scored.logits
+
+    batcher = MicroBatcher(run_batch, limits.max_batch, limits.max_wait_ms,
+                           on_wait=telemetry.queue_wait.observe)
     info = metadata(predictor, metrics_file)
+
+    def describe() -> dict:
+        return {**info, "drift": telemetry.status()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -105,12 +123,51 @@ def create_app(predictor: Predictor, limits: Limits, metrics_file: Path | None =
 
     app = FastAPI(title="finetune serve", version="1", lifespan=lifespan,
                   description=__doc__.split("\n\n")[0])
-    add_routes(app, batcher, predictor, limits, info)
+    add_routes(app, batcher, predictor, limits, describe)
+    add_telemetry(app, telemetry)
     return app
 
 
+def add_telemetry(app: FastAPI, telemetry: Telemetry) -> None:
+    """/metrics, and every request counted and timed (added last, so it is the outermost
+    middleware and also sees the requests the others refuse)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(telemetry.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(CountRequests, telemetry=telemetry,
+                       routes={route.path for route in app.routes})
+
+
+class CountRequests:
+    """ASGI middleware that counts and times each HTTP request by route and status; a
+    path that is no route counts as "other", so clients cannot grow the label set. Plain
+    ASGI rather than `@app.middleware`, which costs a task group per request."""
+
+    def __init__(self, app, telemetry: Telemetry, routes: set[str]):
+        self.app, self.telemetry, self.routes = app, telemetry, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500  # 500 unless a response starts
+
+        async def send_noting_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            route = scope["path"] if scope["path"] in self.routes else "other"
+            self.telemetry.observe_request(route, status, time.perf_counter() - started)
+
+
 def add_routes(app: FastAPI, batcher: MicroBatcher, predictor: Predictor, limits: Limits,
-               info: dict) -> None:
+               describe: Callable[[], dict]) -> None:
     """/predict, /health, /metadata, and the JSON body of a refused request."""
 
     @app.middleware("http")
@@ -143,8 +200,8 @@ def add_routes(app: FastAPI, batcher: MicroBatcher, predictor: Predictor, limits
 
     @app.get("/metadata")
     async def model_metadata() -> dict:
-        """The model folder, labels, truncation, backend, commit and eval metrics."""
-        return info
+        """The model folder, labels, truncation, backend, commit, eval metrics, drift."""
+        return describe()
 
 
 def limit_response(err: LimitExceeded) -> JSONResponse:

@@ -25,8 +25,16 @@ class Image:
     alt: str
 
 
+@dataclass
+class Code:
+    """A block of code, shown as written."""
+
+    text: str
+    language: str = ""
+
+
 MISSING = "—"  # the cell of a value that is not there
-Block = str | Table | Image  # a str is a paragraph (inline `code` and **bold** allowed)
+Block = str | Table | Image | Code  # a str is a paragraph (inline `code`, **bold** allowed)
 
 
 @dataclass
@@ -35,6 +43,18 @@ class Section:
 
     title: str
     blocks: list[Block] = field(default_factory=list)
+
+
+def fmt(value, digits: int | None = 4) -> str:
+    """A table cell: ints with thousands separators, floats with `digits` decimals (None for
+    `.6g`), MISSING for None."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.6g}" if digits is None else f"{value:.{digits}f}"
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1320px;margin:2em auto;padding:0 1em;
@@ -84,6 +104,8 @@ def to_markdown(title: str | None, sections: list[Section]) -> str:
                 parts.append(table_markdown(block))
             elif isinstance(block, Image):
                 parts.append(f"![{block.alt}]({block.name})")
+            elif isinstance(block, Code):
+                parts.append(f"```{block.language}\n{block.text}\n```")
             else:
                 parts.append(block)
             parts.append("")
@@ -115,6 +137,8 @@ def block_html(block: Block) -> str:
     """One block as HTML; an image as a base64 data URI."""
     if isinstance(block, Table):
         return table_html(block)
+    if isinstance(block, Code):
+        return f"<pre><code>{html.escape(block.text)}</code></pre>"
     if isinstance(block, Image):
         data = base64.b64encode(block.png).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">'

@@ -1,0 +1,52 @@
+"""A run's records: what each stage wrote as JSON (fetch's provenance, the counts of
+prepare and tokenize, the figures of train, the scores of evaluate and the baseline, the
+export's measurements), loaded once for the report and the model card."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetuning.config import Paths
+from finetuning.errors import StageError
+from finetuning.outputs import read_json
+
+
+@dataclass
+class Records:
+    """The JSON records of a finished run."""
+
+    source: dict
+    prepared: dict
+    tokenized: dict
+    train: dict
+    scores: dict
+    baseline: dict
+    export: dict
+
+
+def record_files(paths: Paths) -> list[Path]:
+    """The files `Records` holds, in its field order."""
+    return [Path(p) for p in (paths.source_record, paths.prepare_metrics,
+                              paths.tokenize_metrics, paths.train_metrics, paths.eval_metrics,
+                              paths.baseline_metrics, paths.export_metrics)]
+
+
+def require(files: list[Path | str], what: str) -> None:
+    """Refuse to go on without every file (or folder) in `files`."""
+    missing = [str(f) for f in files if not Path(f).exists()]
+    if missing:
+        raise StageError(f"the {what} needs {', '.join(missing)}: run the stages before it")
+
+
+def load_records(paths: Paths, what: str) -> Records:
+    """Every record, or a StageError naming the missing ones."""
+    files = record_files(paths)
+    require(files, what)
+    return Records(*(read_json(f) for f in files))
+
+
+def flatten_eval(metrics: dict) -> dict[str, dict]:
+    """eval.json's nesting as flat rows: validation, test, ood/<set>."""
+    rows = {name: scores for name, scores in metrics.items() if name != "ood"}
+    rows.update({f"ood/{name}": scores for name, scores in metrics.get("ood", {}).items()})
+    return rows
