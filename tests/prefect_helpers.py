@@ -149,8 +149,14 @@ class PrefectServer:
     process: subprocess.Popen
 
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
-        """Call the REST API; raise on an error status."""
-        response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        """Call the REST API; raise on an error status. A 503 (the server answers so when
+        its SQLite database is locked by another writer) is retried, as Prefect's own
+        client does."""
+        for attempt in range(5):
+            response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
         response.raise_for_status()
         return response
 
