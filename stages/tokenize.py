@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from finetuning.config import Config
-from finetuning.data.tokenization import length_stats, tokenize_splits
+from finetuning.data.tokenization import check_max_length, length_stats, tokenize_splits
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.outputs import atomic_dir, write_json
 from finetuning.stage import run_stage
@@ -20,6 +20,7 @@ log = logging.getLogger("stages.tokenize")
 
 def tokenize(cfg: Config) -> None:
     """Tokenize the prepared splits and record their length statistics."""
+    check_max_length(cfg.tokenize.max_length, Path(cfg.paths.base_model))
     tokenizer = load_tokenizer(cfg.paths.base_model)
     splits = tokenize_splits(Path(cfg.paths.prepared), tokenizer, cfg.tokenize.max_length)
     with atomic_dir(cfg.paths.tokenized) as out:

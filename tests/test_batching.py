@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from finetuning.data.batching import (TokenizedSplit, collate, length_grouped_batches,
-                                      shard_batches, sorted_batches, split_from_dataset)
+                                      shard_batches, sorted_batches, split_from_dataset,
+                                      usable_positions)
 
 
 def padding_efficiency(lengths, batches):
@@ -64,6 +65,22 @@ def test_split_from_dataset_and_collate_pad_per_batch():
     assert batch["input_ids"].tolist() == [[2, 3, 0, 0], [2, 7, 3, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
     assert torch.equal(batch["labels"], torch.tensor([0, 1]))
+
+
+def test_padding_to_a_multiple_stops_at_the_position_table():
+    split = TokenizedSplit(np.arange(20, dtype=np.int32), np.array([0, 10, 20]),
+                           np.array([0, 1]))
+    assert collate(split, np.array([0]), 0, pad_to_multiple_of=8)["input_ids"].shape[1] == 16
+    capped = collate(split, np.array([0, 1]), 0, pad_to_multiple_of=8, max_width=12)
+    assert capped["input_ids"].shape[1] == 12  # 10 rounds to 16; the table holds 12
+    assert capped["attention_mask"].sum().item() == 20
+
+
+def test_usable_positions_of_bert_and_roberta_style_tables():
+    assert usable_positions({"model_type": "bert", "max_position_embeddings": 512}) == 512
+    roberta = {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}
+    assert usable_positions(roberta) == 512
+    assert usable_positions({"model_type": "mystery"}) is None
 
 
 def test_tokenized_split_len():

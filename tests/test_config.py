@@ -25,7 +25,7 @@ def test_repo_params_load_with_defaults_matching():
 @pytest.mark.parametrize("params, message", [
     ({"train": {"learning_rat": 1e-4}}, "unknown key 'train.learning_rat'"),
     ({"trian": {}}, "unknown key 'trian'"),
-    ({"train": {"learning_rate": -1e-4}}, "train.learning_rate must be a float in (0, 1)"),
+    ({"train": {"learning_rate": -1e-4}}, "train.learning_rate must be a float in [0, 1)"),
     ({"train": {"epochs": "3"}}, "train.epochs must be of type int"),
     ({"train": {"epochs": True}}, "train.epochs must be of type int"),
     ({"train": {"precision": "fp8"}}, "train.precision must be one of"),

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from finetuning.config import config_from_dict
 from finetuning.monitoring.events import load_events
@@ -54,17 +53,3 @@ def test_a_failing_rank_stops_the_whole_run(prepared):
     assert result.returncode != 0
     assert time.monotonic() - start < 60
     assert "injected failure on rank 1" in result.stderr + result.stdout
-
-
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains_on_cpu(prepared, tmp_path, precision):
-    root, _ = prepared
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["paths"].update(trained=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
-                           train_metrics=str(tmp_path / "t.json"),
-                           checkpoints=str(tmp_path / "c"))
-    params["train"].update(num_processes=1, precision=precision)
-    run_stage_main("train", write_params(params, tmp_path / "params.yaml"))
-    figures = json.loads((tmp_path / "t.json").read_text())
-    assert figures["precision"] == precision and figures["steps"] == 24
-    assert figures["final_train_loss"] == pytest.approx(0.69, abs=0.1)

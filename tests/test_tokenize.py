@@ -1,7 +1,9 @@
 """Tokenize once: truncation is flagged, not silent."""
+import pytest
 from transformers import BertTokenizerFast
 
-from finetuning.data.tokenization import encode_batch
+from finetuning.data.tokenization import check_max_length, encode_batch
+from finetuning.errors import StageError
 
 
 def test_encode_batch_flags_truncated_rows(tiny_model):
@@ -32,3 +34,10 @@ def test_tokenized_output_is_the_same_wherever_the_repository_is(tiny_model, tmp
         tokenize_splits(prepared, tokenizer, 16).save_to_disk(str(tmp_path / clone / "tok"))
         states.append((tmp_path / clone / "tok" / "train" / "state.json").read_text())
     assert states[0] == states[1]
+
+
+def test_max_length_beyond_the_position_table_is_refused_naming_both(tiny_model):
+    check_max_length(128, tiny_model)  # the tiny model's table: 128 positions
+    with pytest.raises(StageError, match=r"tokenize.max_length is 129, but .*tiny-model.* "
+                       r"holds at most 128 positions \(max_position_embeddings 128\)"):
+        check_max_length(129, tiny_model)

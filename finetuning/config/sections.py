@@ -126,7 +126,8 @@ class Train:
         for key in ("eval_every", "checkpoint_every", "threads"):
             check(getattr(self, key) >= 0, f"train.{key}", "an integer >= 0 (0 = off/auto)",
                   getattr(self, key))
-        check(0 < self.learning_rate < 1, "train.learning_rate", "a float in (0, 1)",
+        # 0 is allowed: a control run that must stay at chance (tests/test_learning.py).
+        check(0 <= self.learning_rate < 1, "train.learning_rate", "a float in [0, 1)",
               self.learning_rate)
         check(self.weight_decay >= 0, "train.weight_decay", "a float >= 0", self.weight_decay)
         check(0 <= self.warmup < 1, "train.warmup", "a fraction of the steps in [0, 1)",

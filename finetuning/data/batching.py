@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 MEGA_BATCH = 50  # batches per sorted mega-batch: larger = less padding, less randomness
+# Position tables that start after the padding index (positions pad_id+1 ...).
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "data2vec-text",
+                              "longformer", "xlm-roberta-xl"})
 CUDA_PAD_MULTIPLE = 8  # tensor cores want widths in multiples of 8; on CPU it only adds work
 # A forward pass's fixed cost in padded-token equivalents: MiniLM on 2 CPU cores served
 # random 16-text batches ~20% faster cut this way than padded as one (48-96 did best).
@@ -121,13 +124,30 @@ def padding_aware_batches(lengths: np.ndarray, max_rows: int,
     return batches[::-1]
 
 
+def usable_positions(config) -> int | None:
+    """The longest sequence a model's position table holds (a config object or its
+    dict): `max_position_embeddings`, less the offset of RoBERTa-style tables, whose
+    positions start after the padding index. None when the model has no such table."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    positions = get("max_position_embeddings")
+    if positions is None:
+        return None
+    if get("model_type") in OFFSET_POSITIONS:
+        positions -= (get("pad_token_id") or 0) + 1
+    return int(positions)
+
+
 def collate(split: TokenizedSplit, rows: np.ndarray, pad_id: int,
-            pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+            pad_to_multiple_of: int = 1, max_width: int | None = None
+            ) -> dict[str, torch.Tensor]:
     """Pad the given rows to the batch's longest row (rounded up to a multiple, which
-    tensor cores like) and return input_ids, attention_mask, labels."""
+    tensor cores like, but never past `max_width`, the position table's end) and return
+    input_ids, attention_mask, labels."""
     lengths = split.lengths[rows]
-    width = int(lengths.max())
-    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    longest = int(lengths.max())
+    width = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    if max_width is not None:
+        width = max(longest, min(width, max_width))
     columns = np.arange(width)
     mask = columns < lengths[:, None]
     # One gather for the whole batch; positions past a row's end read a clamped index
@@ -140,13 +160,14 @@ def collate(split: TokenizedSplit, rows: np.ndarray, pad_id: int,
 
 
 def iterate_batches(split: TokenizedSplit, batches: list[np.ndarray], pad_id: int,
-                    device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    """Collate and move batches to `device`; on CUDA padded to a multiple of 8 and copied
-    via pinned memory, without blocking."""
+                    device: torch.device, max_width: int | None = None
+                    ) -> Iterator[dict[str, torch.Tensor]]:
+    """Collate and move batches to `device`; on CUDA padded to a multiple of 8 (at most
+    `max_width`) and copied via pinned memory, without blocking."""
     cuda = device.type == "cuda"
     multiple = CUDA_PAD_MULTIPLE if cuda else 1
     for rows in batches:
-        batch = collate(split, rows, pad_id, multiple)
+        batch = collate(split, rows, pad_id, multiple, max_width)
         if cuda:
             batch = {k: v.pin_memory() for k, v in batch.items()}
         yield {k: v.to(device, non_blocking=cuda) for k, v in batch.items()}

@@ -10,11 +10,24 @@ import datasets
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from finetuning.data.batching import usable_positions
 from finetuning.errors import StageError
 
 FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
                               "label": datasets.Value("int64"),
                               "truncated": datasets.Value("bool")})
+
+
+def check_max_length(max_length: int, model: Path) -> None:
+    """Refuse a `tokenize.max_length` longer than the model's position table, before any
+    work: the model could not read such rows (it fails mid-training, or pads past the table)."""
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    limit = usable_positions(config)
+    if limit is not None and max_length > limit:
+        raise StageError(f"tokenize.max_length is {max_length}, but {model} holds at most "
+                         f"{limit} positions (max_position_embeddings "
+                         f"{config['max_position_embeddings']}); set tokenize.max_length "
+                         f"<= {limit}")
 
 
 def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase,

@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from finetuning.data.batching import TokenizedSplit, iterate_batches, sorted_batches
+from finetuning.data.batching import (TokenizedSplit, iterate_batches, sorted_batches,
+                                      usable_positions)
 from finetuning.errors import StageError
 from finetuning.metrics import classification_report
 
@@ -42,7 +43,8 @@ def predict_logits(model: torch.nn.Module, split: TokenizedSplit, batch_size: in
     model.eval()
     batches = sorted_batches(split.lengths, batch_size)
     logits, vectors = [], []
-    for batch in iterate_batches(split, batches, pad_id, device):
+    limit = usable_positions(model.config) if hasattr(model, "config") else None
+    for batch in iterate_batches(split, batches, pad_id, device, limit):
         with amp or contextlib.nullcontext():
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         output_hidden_states=embeddings)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from finetuning.config import Config
 from finetuning.data.batching import (TokenizedSplit, iterate_batches, length_grouped_batches,
-                                      shard_batches)
+                                      shard_batches, usable_positions)
 from finetuning.errors import StageError
 from finetuning.inference.model import predict_logits
 from finetuning.metrics import classification_report
@@ -111,7 +111,8 @@ class Trainer:
                 start = self.progress.batch_index
                 for index, batch in enumerate(iterate_batches(
                         self.splits["train"], batches[start:], self.pad_id,
-                        self.runtime.device), start=start):
+                        self.runtime.device, usable_positions(self.module.config)),
+                        start=start):
                     if self.micro_step(batch, batches, index):
                         bar.update()
                         self.after_update(batches, index, bar, started)
