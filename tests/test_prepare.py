@@ -16,7 +16,14 @@ def test_clean_drops_empty_and_duplicates_after_trimming():
     raw = pd.DataFrame({"text": ["a", " a ", "", "   ", "b"], "label": [1, 1, 0, 0, 0]})
     out, dropped = clean(raw)
     assert out["text"].tolist() == ["a", "b"]
-    assert dropped == {"empty": 2, "duplicate": 1}
+    assert dropped == {"empty": 2, "conflicting_labels": 0, "duplicate": 1}
+
+
+def test_a_text_with_two_labels_loses_every_row_and_is_counted():
+    raw = pd.DataFrame({"text": ["a", "a ", "b", "b", "c", "b"], "label": [1, 0, 0, 0, 1, 0]})
+    out, dropped = clean(raw)
+    assert out.values.tolist() == [["b", 0], ["c", 1]]
+    assert dropped == {"empty": 0, "conflicting_labels": 2, "duplicate": 2}
 
 
 def test_split_is_stratified_disjoint_and_seeded():
@@ -38,10 +45,24 @@ def test_class_too_small_to_split_is_refused():
 
 
 def test_missing_class_is_refused():
-    with pytest.raises(StageError, match=r"no rows with label \['negative'\]"):
-        stratified_split(frame(10, 0), Prepare())
+    with pytest.raises(StageError, match=r"fetch.data = x.csv has no rows with label "
+                       r"\['negative'\]"):
+        stratified_split(frame(10, 0), Prepare(), "fetch.data = x.csv")
 
 
 def test_subsample_keeps_balance():
     out = subsample(frame(300, 100), 40, seed=0)
     assert len(out) == 40 and (out["label"] == 1).sum() == 30
+
+
+def test_prepare_names_the_source_the_user_gave(tmp_path):
+    import json
+
+    from finetuning.data.splits import prepare_splits
+
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "000-reviews.csv").write_text("text,label\nx,positive\ny,0.5\n")
+    (tmp_path / "source.json").write_text(json.dumps({"data": {"source": "~/my.csv"}}))
+    with pytest.raises(StageError, match=r"000-reviews.csv: row 2, column 'label' has label "
+                       r"'0.5'.*\(fetched from fetch.data = ~/my.csv\)"):
+        prepare_splits(tmp_path, Prepare())

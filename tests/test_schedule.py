@@ -61,3 +61,56 @@ def test_optimizer_skips_decay_on_bias_and_norm():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and len(decay["params"]) == 1
     assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3
+
+
+def tiny_step_setup(tiny_model, scaler: torch.amp.GradScaler):
+    """The tiny classifier, one batch and its Optim (linear schedule over 10 steps)."""
+    from transformers import BertForSequenceClassification
+
+    from finetuning.training.loop import Optim
+
+    model = BertForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optim = Optim(optimizer, build_scheduler(optimizer, Train(warmup=0.0), 10), scaler, 1.0)
+    batch = {"input_ids": torch.tensor([[2, 5, 6, 3]]),
+             "attention_mask": torch.ones(1, 4, dtype=torch.int64), "labels": torch.tensor([1])}
+    return model, optim, batch
+
+
+def test_an_fp16_overflow_skips_the_optimizer_step_and_the_schedule(tiny_model):
+    import contextlib
+
+    from finetuning.training.loop import train_step
+
+    model, optim, batch = tiny_step_setup(tiny_model, torch.amp.GradScaler("cpu"))
+    weights = model.classifier.weight
+    hook = weights.register_hook(lambda grad: grad * float("inf"))  # an overflow
+    before = weights.detach().clone()
+    _, _, norm = train_step(model, batch, optim, contextlib.nullcontext(), 1.0, True)
+    assert not torch.isfinite(norm) and torch.equal(weights, before)
+    assert optim.scheduler.last_epoch == 0  # the schedule waits for a real step
+    hook.remove()
+    model.zero_grad()
+    _, _, norm = train_step(model, batch, optim, contextlib.nullcontext(), 1.0, True)
+    assert torch.isfinite(norm) and not torch.equal(weights, before)
+    assert optim.scheduler.last_epoch == 1
+
+
+def test_the_window_leaves_inf_grad_norms_out_and_keeps_its_time_on_resume():
+    import time
+
+    from finetuning.training.runtime import Runtime
+    from finetuning.training.window import Window
+
+    window = Window.create(2, torch.device("cpu"))
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.int64), "labels": torch.tensor([0, 1])}
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    for norm in (float("inf"), 2.0, 4.0):
+        window.add(1, torch.tensor(0.5), logits, batch, torch.tensor(norm), real_tokens=6)
+    window.started -= 3.0  # the window has been open for 3 s
+    resumed = Window.create(2, torch.device("cpu"))
+    resumed.load_state_dict(window.state_dict())
+    assert time.perf_counter() - resumed.started == pytest.approx(3.0, abs=0.5)
+    figures = resumed.flush(Runtime(torch.device("cpu")))
+    assert figures["grad_norm"] == 3.0  # (2 + 4) / 2: the overflow is not averaged in
+    assert figures["samples_per_second"] == pytest.approx(6 / 3.0, rel=0.2)

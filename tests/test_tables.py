@@ -83,3 +83,40 @@ def test_read_examples_concatenates_a_folder(tmp_path):
     (tmp_path / "a.csv").write_text("text,label\nx,0\n")
     (tmp_path / "b.jsonl").write_text('{"text": "y", "label": "positive"}\n')
     assert read_examples(tmp_path, "text", "label", LABELS)["text"].tolist() == ["x", "y"]
+
+
+@pytest.mark.parametrize("suffix, write, bad_row, shown", [
+    (".jsonl", lambda p: p.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": NaN}\n'),
+     2, "nan"),
+    (".json", lambda p: p.write_text('[{"text": "a", "label": 0}, {"text": "b", "label": null}]'),
+     2, "nan|None"),
+    (".jsonl", lambda p: p.write_text('{"text": "a", "label": Infinity}\n'), 1, "inf"),
+    (".jsonl", lambda p: p.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 0.5}\n'),
+     2, "0.5"),
+    (".parquet", lambda p: pd.DataFrame({"text": ["a", "b", "c"],
+                                         "label": [0.0, 1.0, float("nan")]}).to_parquet(p),
+     3, "nan"),
+    (".csv", lambda p: p.write_text("text,label\na,0\nb,\u00b2\n", encoding="utf-8"), 2,
+     "'\u00b2'"),
+    (".csv", lambda p: p.write_text("text,label\na,\u0661\n", encoding="utf-8"), 1, "'\u0661'"),
+])
+def test_labels_that_are_no_index_are_refused_with_file_and_row(tmp_path, suffix, write,
+                                                                bad_row, shown):
+    path = tmp_path / f"d{suffix}"
+    write(path)
+    with pytest.raises(StageError, match=rf"d\{suffix}: row {bad_row}, column 'label' has "
+                       rf"label ({shown})"):
+        examples(path)
+
+
+def test_whole_number_floats_are_indices(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["a", "b"], "label": [0.0, 1.0]}).to_parquet(path)
+    assert examples(path)["label"].tolist() == [0, 1]
+
+
+def test_an_error_names_the_users_own_source(tmp_path):
+    (tmp_path / "000-reviews.csv").write_text("text,label\nx,maybe\n")
+    with pytest.raises(StageError, match=r"000-reviews.csv: row 1, .* \(fetched from "
+                       r"fetch.data = /home/me/reviews.csv\)"):
+        read_examples(tmp_path, "text", "label", LABELS, "fetch.data = /home/me/reviews.csv")

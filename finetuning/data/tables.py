@@ -3,6 +3,7 @@ input with a message that names the file, row, column and value."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -58,17 +59,20 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def label_index(value: object, labels: list[str]) -> int | None:
-    """Map a label cell (a name from `labels`, or its integer index) to the index."""
+    """Map a label cell (a name from `labels`, or its integer index) to the index; None
+    for anything else: NaN, null, inf, a fraction, digits other than ASCII ("²", "١")."""
     if isinstance(value, str):
         text = value.strip()
         if text in labels:
             return labels.index(text)
-        if text.lstrip("-").isdigit():
-            value = int(text)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value):
-        if 0 <= int(value) < len(labels):
-            return int(value)
-    return None
+        if not (text.isascii() and text.lstrip("-").isdigit()):
+            return None
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if 0 <= value < len(labels) else None
 
 
 def require_columns(frame: pd.DataFrame, path: Path | str, columns: list[str],
@@ -109,11 +113,16 @@ def to_examples(frame: pd.DataFrame, path: Path, text_column: str, label_column:
     return pd.DataFrame({"text": texts.to_numpy(), "label": indices})
 
 
-def read_examples(folder: Path, text_column: str, label_column: str,
-                  labels: list[str]) -> pd.DataFrame:
-    """Read and concatenate every table in `folder` (sorted by name) as (text, label)."""
+def read_examples(folder: Path, text_column: str, label_column: str, labels: list[str],
+                  origin: str | None = None) -> pd.DataFrame:
+    """Read and concatenate every table in `folder` (sorted by name) as (text, label). An
+    error names the fetched file and row and, when known, the user's own source."""
     files = sorted(p for p in folder.iterdir() if p.is_file())
     if not files:
         raise StageError(f"no data files in {folder}; run the fetch stage first")
-    frames = [to_examples(read_table(p), p, text_column, label_column, labels) for p in files]
+    try:
+        frames = [to_examples(read_table(p), p, text_column, label_column, labels)
+                  for p in files]
+    except StageError as err:
+        raise StageError(f"{err} (fetched from {origin})" if origin else str(err)) from None
     return pd.concat(frames, ignore_index=True)

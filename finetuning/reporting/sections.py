@@ -17,7 +17,7 @@ from finetuning.reporting.figures import confusion_figure, curves_figure, pr_roc
 from finetuning.reporting.mistakes import mistakes_table
 from finetuning.reporting.plots import Curves
 from finetuning.reporting.tables import (comparison_table, data_table, deployment_table,
-                                         detail_table, key_params, sources_table,
+                                         detail_table, dropped_table, key_params, sources_table,
                                          training_table)
 from finetuning.reporting.run import RunData
 
@@ -60,7 +60,9 @@ def data_section(run: RunData, cfg: Config) -> Section:
     return Section("Data", [
         f"Token lengths after truncation at `tokenize.max_length` = {cfg.tokenize.max_length}"
         f" (`{cfg.paths.tokenize_metrics}`); label shares from `{cfg.paths.prepare_metrics}`.",
-        data_table(run.prepared, run.tokenized, cfg.prepare.labels)])
+        data_table(run.prepared, run.tokenized, cfg.prepare.labels),
+        "Rows dropped before splitting (a text with two labels loses every row):",
+        dropped_table(run.prepared)])
 
 
 def curve_summary(scalars: dict[str, list[tuple[int, float]]]) -> Table:

@@ -65,6 +65,15 @@ def data_table(prepared: dict, tokenized: dict, labels: list[str]) -> Table:
     return Table(header, rows)
 
 
+def dropped_table(prepared: dict) -> Table:
+    """Rows the prepare stage dropped per source: empty texts, texts that carry more than
+    one label (every row of them), and repeats of a text."""
+    kinds = ("empty", "conflicting_labels", "duplicate")
+    return Table(["source", "empty", "conflicting labels", "duplicate"],
+                 [[source, *(fmt(counts.get(kind)) for kind in kinds)]
+                  for source, counts in prepared.get("dropped", {}).items()])
+
+
 def comparison_table(scores: dict, baseline: dict) -> Table:
     """Fine-tuned vs baseline per split: value, baseline value, difference."""
     header = ["split", "rows"]

@@ -62,9 +62,17 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optim: Op
     optim.scaler.unscale_(optim.optimizer)
     max_norm = optim.max_grad_norm or float("inf")  # inf: measure the norm, clip nothing
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if not optim.scaler.is_enabled():
+        optim.optimizer.step()
+        optim.scheduler.step()
+        return loss, logits, grad_norm
+    # fp16: the scaler skips the optimizer step when a gradient overflowed, and lowers its
+    # scale; the schedule then must not advance either (one host sync, fp16 only).
+    before = optim.scaler.get_scale()
     optim.scaler.step(optim.optimizer)
     optim.scaler.update()
-    optim.scheduler.step()
+    if optim.scaler.get_scale() >= before:
+        optim.scheduler.step()
     return loss, logits, grad_norm
 
 

@@ -18,9 +18,9 @@ class Window:
     """Training figures between two log steps: sums on the device, counts on the host."""
 
     metrics: RunningMetrics
-    grad_norm: torch.Tensor
+    grad_norm: torch.Tensor       # sum of the finite gradient norms of the window's updates
+    grad_updates: torch.Tensor    # how many there were (an fp16 overflow's inf is left out)
     first_bad_step: torch.Tensor  # first step with a non-finite loss, -1 if none
-    updates: int = 0
     samples: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
@@ -30,6 +30,7 @@ class Window:
     def create(cls, num_labels: int, device: torch.device) -> Window:
         """An empty window on `device`."""
         return cls(RunningMetrics(num_labels, device), torch.zeros((), device=device),
+                   torch.zeros((), device=device),
                    torch.full((), -1, dtype=torch.int64, device=device))
 
     def add(self, step: int, loss, logits, batch, grad_norm, real_tokens: int) -> None:
@@ -41,8 +42,10 @@ class Window:
         self.padded_tokens += batch["input_ids"].numel()
         self.real_tokens += real_tokens
         if grad_norm is not None:
-            self.grad_norm += grad_norm.detach().float()
-            self.updates += 1
+            norm = grad_norm.detach().float()
+            finite = torch.isfinite(norm)
+            self.grad_norm += torch.where(finite, norm, 0.0)
+            self.grad_updates += finite
 
     def check_finite(self, step: int, cfg: Config, checkpoint_step: int | None) -> None:
         """Stop with a useful message if a loss went NaN/inf (a host sync)."""
@@ -66,27 +69,33 @@ class Window:
         samples, real, padded = counts.tolist()
         scores = self.metrics.compute()
         out = {"loss": scores["loss"], "accuracy": scores["accuracy"],
-               "grad_norm": self.grad_norm.item() / max(1, self.updates),
+               "grad_norm": self.grad_norm.item() / max(1.0, self.grad_updates.item()),
                "samples_per_second": samples / seconds, "tokens_per_second": real / seconds,
                "padding_efficiency": real / padded if padded else 1.0}
         self.metrics.reset()
         self.grad_norm.zero_()
-        self.updates = self.samples = self.real_tokens = self.padded_tokens = 0
+        self.grad_updates.zero_()
+        self.samples = self.real_tokens = self.padded_tokens = 0
         self.started = time.perf_counter()
         return out
 
     def state_dict(self) -> dict:
         """Running sums, for a checkpoint taken between log steps."""
         return {"loss_sum": self.metrics.loss_sum, "confusion": self.metrics.confusion,
-                "grad_norm": self.grad_norm, "counts": [self.updates, self.samples,
-                                                        self.real_tokens, self.padded_tokens]}
+                "grad_norm": self.grad_norm, "grad_updates": self.grad_updates,
+                "counts": [self.samples, self.real_tokens, self.padded_tokens],
+                "seconds": time.perf_counter() - self.started}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore running sums saved by `state_dict`."""
         self.metrics.loss_sum.copy_(state["loss_sum"])
         self.metrics.confusion.copy_(state["confusion"])
         self.grad_norm.copy_(state["grad_norm"])
-        self.updates, self.samples, self.real_tokens, self.padded_tokens = state["counts"]
+        self.grad_updates.copy_(state["grad_updates"])
+        self.samples, self.real_tokens, self.padded_tokens = state["counts"]
+        # The window's time so far, so samples/s of the first window after a resume is
+        # over the time those samples took, not over the time since the restart.
+        self.started = time.perf_counter() - state["seconds"]
 
 
 @dataclass
