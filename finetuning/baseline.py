@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from finetuning.config import Baseline
 from finetuning.errors import StageError
-from finetuning.metrics import confusion_matrix, scores
+from finetuning.metrics import confusion_matrix, expected_calibration_error, scores
 
 
 def fit_baseline(train: pd.DataFrame, cfg: Baseline) -> Pipeline:
@@ -28,7 +28,8 @@ def fit_baseline(train: pd.DataFrame, cfg: Baseline) -> Pipeline:
 
 
 def score_frame(model: Pipeline, frame: pd.DataFrame, num_labels: int) -> dict[str, float]:
-    """Log loss, accuracy, macro precision / recall / F1 and count, as evaluate reports them.
+    """Log loss, accuracy, macro precision / recall / F1, MCC, ECE and count, as evaluate
+    reports them.
 
     Classes absent from the train split get probability 0 (log loss is then clipped).
     """
@@ -39,7 +40,7 @@ def score_frame(model: Pipeline, frame: pd.DataFrame, num_labels: int) -> dict[s
     confusion = confusion_matrix(torch.tensor(probs.argmax(-1)), torch.tensor(labels),
                                  num_labels).numpy()
     return {"loss": float(log_loss(labels, probs, labels=classes)), **scores(confusion),
-            "count": int(len(frame))}
+            "ece": expected_calibration_error(probs, labels), "count": int(len(frame))}
 
 
 def baseline_results(splits: dict[str, pd.DataFrame], cfg: Baseline,

@@ -40,15 +40,42 @@ def scores(confusion: np.ndarray) -> dict[str, float]:
     total = confusion.sum()
     return {"accuracy": float(true_pos.sum() / total) if total else 0.0,
             "precision": float(precision.mean()), "recall": float(recall.mean()),
-            "f1": float(f1.mean())}
+            "f1": float(f1.mean()), "mcc": matthews(confusion)}
+
+
+def matthews(confusion: np.ndarray) -> float:
+    """Matthews correlation of a confusion matrix, the multi-class form (Gorodkin 2004,
+    as scikit-learn's): 1 perfect, 0 no better than chance; 0 when undefined."""
+    total, correct = confusion.sum(), np.trace(confusion)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    numerator = correct * total - predicted @ actual
+    denominator = np.sqrt((total ** 2 - predicted @ predicted) * (total ** 2 - actual @ actual))
+    return float(numerator / denominator) if denominator > 0 else 0.0
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15
+                               ) -> float:
+    """ECE: over `bins` equal-width bins of confidence (the top probability, bins
+    (lo, hi]), the share of rows times |accuracy - mean confidence| (Guo et al. 2017)."""
+    confidence, correct = probs.max(-1), probs.argmax(-1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            gap += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
+    return float(gap)
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor | np.ndarray,
                           num_labels: int) -> dict[str, float]:
-    """Mean cross-entropy loss, accuracy, macro precision / recall / F1 and the count."""
+    """Mean cross-entropy loss, accuracy, macro precision / recall / F1, Matthews
+    correlation, expected calibration error (15 bins) and the count."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     confusion = confusion_matrix(logits.argmax(-1), labels, num_labels).numpy()
+    probs = torch.softmax(logits.double(), -1).numpy()
     return {"loss": float(F.cross_entropy(logits, labels)), **scores(confusion),
+            "ece": expected_calibration_error(probs, labels.numpy()),
             "count": int(len(labels))}
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+from sklearn.metrics import (accuracy_score, log_loss, matthews_corrcoef,
+                             precision_recall_fscore_support)
 
 from finetuning.baseline import baseline_results, fit_baseline, score_frame
 from finetuning.config import Baseline, ConfigError, config_from_dict
 from finetuning.data.prepared import read_prepared
 from finetuning.errors import StageError
+from finetuning.metrics import expected_calibration_error
 from tests.conftest import make_sentences, paths_under, repo_params, run_stage_main, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +45,9 @@ def test_scores_match_scikit_learn(splits):
     assert result == pytest.approx({
         "loss": log_loss(test["label"], probs), "accuracy": accuracy_score(test["label"],
                                                                           probs.argmax(1)),
-        "precision": precision, "recall": recall, "f1": f1, "count": 20})
+        "precision": precision, "recall": recall, "f1": f1, "count": 20,
+        "mcc": matthews_corrcoef(test["label"], probs.argmax(1)),
+        "ece": expected_calibration_error(probs, test["label"].to_numpy())})
 
 
 def test_learns_the_synthetic_words(splits):
@@ -74,7 +78,8 @@ def test_stage_writes_eval_nesting_and_is_seeded(tmp_path, splits):
     first = json.loads(metrics.read_text())
     assert set(first) == {"validation", "test", "ood"} and set(first["ood"]) == {"other"}
     assert first["test"]["count"] == 20 and first["ood"]["other"]["count"] == 30
-    assert set(first["test"]) == {"loss", "accuracy", "precision", "recall", "f1", "count"}
+    assert set(first["test"]) == {"loss", "accuracy", "precision", "recall", "f1", "mcc",
+                                  "ece", "count"}
     run_stage_main("baseline", params_file)
     assert json.loads(metrics.read_text()) == first
 

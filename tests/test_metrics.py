@@ -41,3 +41,41 @@ def test_classification_report_loss_is_cross_entropy():
     out = classification_report(logits, np.array([0, 0]), 2)
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0])).item()
     assert out["loss"] == pytest.approx(expected) and out["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("num_labels, seed", [(2, 0), (3, 1), (5, 2)])
+def test_mcc_matches_sklearn(num_labels, seed):
+    from sklearn.metrics import matthews_corrcoef
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_labels, 300)
+    preds = np.where(rng.random(300) < 0.6, labels, rng.integers(0, num_labels, 300))
+    confusion = confusion_matrix(torch.tensor(preds), torch.tensor(labels), num_labels)
+    assert scores(confusion.numpy())["mcc"] == pytest.approx(matthews_corrcoef(labels, preds))
+    one_class = confusion_matrix(torch.zeros(10), torch.tensor([0, 1] * 5), 2).numpy()
+    assert scores(one_class)["mcc"] == 0.0  # undefined: sklearn's 0 too
+
+
+def test_ece_of_calibrated_overconfident_and_hand_computed_predictions():
+    from finetuning.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 200_000)
+    correct = rng.random(200_000) < confidence  # right exactly as often as it claims
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.where(correct, 0, 1)
+    assert expected_calibration_error(probs, labels) < 0.005
+    always_sure = np.stack([np.full(100, 0.99), np.full(100, 0.01)], axis=1)
+    half_right = np.array([0, 1] * 50)
+    assert expected_calibration_error(always_sure, half_right) == pytest.approx(0.49)
+    # Two bins: 0.6 (2 rows, 1 right) and 0.9 (2 rows, 2 right): (2|0.5-0.6| + 2|1-0.9|)/4
+    probs = np.array([[0.6, 0.4], [0.6, 0.4], [0.9, 0.1], [0.9, 0.1]])
+    assert expected_calibration_error(probs, np.array([0, 1, 0, 0])) == pytest.approx(0.1)
+
+
+def test_classification_report_has_mcc_and_ece():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    report = classification_report(logits, np.array([0, 1, 1]), 2)
+    assert set(report) == {"loss", "accuracy", "precision", "recall", "f1", "mcc", "ece",
+                           "count"}
+    assert report["mcc"] == pytest.approx(0.5) and 0 < report["ece"] < 1

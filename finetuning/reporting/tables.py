@@ -7,7 +7,7 @@ from finetuning.config import Config
 from finetuning.reporting.document import MISSING, Table, fmt
 from finetuning.reporting.records import flatten_eval
 
-COLUMNS = ("accuracy", "precision", "recall", "f1", "loss")
+COLUMNS = ("accuracy", "precision", "recall", "f1", "mcc", "loss", "ece")
 HEADLINE = ("accuracy", "f1", "loss")
 DEPLOYMENTS = (("torch_fp32", "PyTorch fp32"), ("onnx_fp32", "ONNX fp32"),
                ("onnx_int8", "ONNX int8 (dynamic)"))
