@@ -32,7 +32,7 @@ from tests.prefect_helpers import (VENV_BIN, PrefectServer, fresh_home, group_al
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 BAD_LEARNING_RATE = -1
-BAD_MESSAGE = "train.learning_rate must be a float in (0, 1)"
+BAD_MESSAGE = "train.learning_rate must be a float in [0, 1)"
 CACHED_RUN_SECONDS = 30
 
 # A toy pipeline for the cheap unit tests. Its stages are listed against their
