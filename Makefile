@@ -26,8 +26,9 @@ test: install           ## unit, stage and end-to-end tests
 serve: install          ## serve the Prefect deployment finetune/main (needs PREFECT_API_URL)
 	$(BIN)/python -m flows.finetune serve
 
-tensorboard: install    ## watch training live on http://127.0.0.1:6006
-	$(BIN)/tensorboard --logdir logs/tensorboard --host 127.0.0.1 --port 6006
+tensorboard: install    ## watch training live on http://127.0.0.1:6006 (runs: train, eval)
+	$(BIN)/tensorboard --logdir_spec train:logs/tensorboard,eval:logs/eval --host 127.0.0.1 \
+	  --port 6006
 
 plots: install          ## render dvc plots offline into dvc_plots/index.html
 	dvc plots show

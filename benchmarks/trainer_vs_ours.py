@@ -210,7 +210,7 @@ def train_ours(cfg, compiled: bool) -> tuple[object, dict]:
         trainer.model = torch.compile(trainer.module, dynamic=True)
     started = time.perf_counter()
     try:
-        summary = trainer.fit()
+        trainer.fit()
     finally:
         seconds = time.perf_counter() - started
         trainer.monitor.writer.close()
@@ -218,7 +218,7 @@ def train_ours(cfg, compiled: bool) -> tuple[object, dict]:
     padded = sum(padded_tokens(trainer.epoch_batches(epoch), lengths)
                  for epoch in range(cfg.train.epochs))
     return trainer.module, {"train_seconds": seconds, "padded_tokens": padded,
-                            "validation_accuracy": summary["validation"].get("accuracy")}
+                            "validation_accuracy": trainer.progress.validation.get("accuracy")}
 
 
 def count_training_tokens(model) -> list[int]:

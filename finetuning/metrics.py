@@ -23,8 +23,8 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_labels: int)
     return counts.scatter_add_(0, flat, torch.ones_like(flat)).view(num_labels, num_labels)
 
 
-def scores(confusion: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro precision / recall / F1 from a confusion matrix.
+def class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall and F1 of a confusion matrix[true, predicted].
 
     A class never predicted (or never present) scores 0 precision (recall), as in
     scikit-learn's `zero_division=0`.
@@ -37,10 +37,27 @@ def scores(confusion: np.ndarray) -> dict[str, float]:
     recall = np.divide(true_pos, actual, out=np.zeros_like(true_pos), where=actual > 0)
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(true_pos), where=both > 0)
+    return precision, recall, f1
+
+
+def scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro precision / recall / F1 and Matthews correlation."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    precision, recall, f1 = class_scores(confusion)
     total = confusion.sum()
-    return {"accuracy": float(true_pos.sum() / total) if total else 0.0,
+    return {"accuracy": float(np.trace(confusion) / total) if total else 0.0,
             "precision": float(precision.mean()), "recall": float(recall.mean()),
             "f1": float(f1.mean()), "mcc": matthews(confusion)}
+
+
+def per_class(logits: torch.Tensor, labels: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """{label name: precision, recall, F1 and support (true rows)} of one split."""
+    confusion = confusion_matrix(logits.argmax(-1), torch.as_tensor(labels, dtype=torch.long),
+                                 len(names)).numpy()
+    precision, recall, f1 = class_scores(confusion)
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(confusion[i].sum())}
+            for i, name in enumerate(names)}
 
 
 def matthews(confusion: np.ndarray) -> float:
@@ -53,18 +70,24 @@ def matthews(confusion: np.ndarray) -> float:
     return float(numerator / denominator) if denominator > 0 else 0.0
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15
-                               ) -> float:
-    """ECE: over `bins` equal-width bins of confidence (the top probability, bins
-    (lo, hi]), the share of rows times |accuracy - mean confidence| (Guo et al. 2017)."""
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15
+                ) -> list[tuple[float, float, float, int]]:
+    """Per non-empty bin of confidence (the top probability; `bins` equal-width bins
+    (lo, hi]): (bin upper edge, mean confidence, accuracy, rows)."""
     confidence, correct = probs.max(-1), probs.argmax(-1) == labels
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        rows = which == b
-        if rows.any():
-            gap += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
-    return float(gap)
+    return [((b + 1) / bins, float(confidence[which == b].mean()),
+             float(correct[which == b].mean()), int((which == b).sum()))
+            for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15
+                               ) -> float:
+    """ECE: over the reliability bins, the share of rows times |accuracy - mean
+    confidence| (Guo et al. 2017)."""
+    return float(sum(rows * abs(accuracy - confidence)
+                     for _, confidence, accuracy, rows in reliability(probs, labels, bins))
+                 / len(labels))
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor | np.ndarray,

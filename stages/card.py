@@ -29,7 +29,8 @@ def card(cfg: Config) -> None:
     require([paths.trained], "model card")
     records = load_records(paths, "model card")
     commit = git_state(["dvc.lock", paths.plots, paths.prepare_metrics, paths.tokenize_metrics,
-                        paths.train_metrics, paths.eval_metrics, paths.baseline_metrics,
+                        paths.train_metrics, paths.train_run,
+                        paths.eval_metrics, paths.eval_classes, paths.baseline_metrics,
                         paths.export_metrics])
     with atomic_dir(paths.finetuned) as out:
         shutil.copytree(paths.trained, out, dirs_exist_ok=True)

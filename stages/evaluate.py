@@ -1,10 +1,13 @@
 """evaluate: score the fine-tuned model on validation, test and every out-of-domain split.
 
-Reads `<trained>`, `<tokenized>` and the texts in `<prepared>`; writes
-`metrics/eval.json` (a DVC metric: loss, accuracy, macro precision/recall/F1 per split),
-`<predictions>/<split>.csv` (text, label, prediction, class probabilities) and
-`<predictions>/drift_reference.json` (the validation split's predicted-label mix and
-token lengths, which serving and predict compare live traffic with).
+Each split is scored once, here, in float32. Reads `<trained>`, `<tokenized>`, the texts
+in `<prepared>` and the selected step from `metrics/train.json`; writes `metrics/eval.json`
+(a DVC metric: loss, accuracy, macro precision/recall/F1, MCC and ECE per split),
+`metrics/eval_classes.json` (per-class precision/recall/F1), the same scores as a
+TensorBoard run in `<eval_tensorboard>` (with HPARAMS), `<predictions>/<split>.csv` (text,
+label, prediction, class probabilities) and `<predictions>/drift_reference.json` (the
+validation split's predicted-label mix and token lengths, which serving and predict
+compare live traffic with).
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from finetuning.data.batching import load_splits
 from finetuning.data.prepared import read_texts
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.inference.model import load_classifier, predictions_frame, score_splits
-from finetuning.metrics import nest_results
+from finetuning.metrics import nest_results, per_class
 from finetuning.monitoring.drift import REFERENCE_FILE, build_reference, write_reference
-from finetuning.outputs import atomic_dir, write_json
+from finetuning.monitoring.scores import write_scores_run
+from finetuning.outputs import atomic_dir, read_json, write_json
 from finetuning.stage import run_stage
 from finetuning.training.runtime import init_runtime
 
@@ -43,6 +47,12 @@ def evaluate(cfg: Config) -> None:
     results = {name: report for name, (_, report) in scored.items()}
     for name, report in results.items():
         log.info("%s: %s", name, {k: round(v, 4) for k, v in report.items()})
+    train = read_json(paths.train_metrics)
+    with atomic_dir(paths.eval_tensorboard) as logdir:
+        write_scores_run(logdir, cfg, train.get("selected_step", train["steps"]), results)
+    write_json(paths.eval_classes, nest_results(
+        {name: per_class(logits, splits[name].labels, labels)
+         for name, (logits, _) in scored.items()}))
     write_json(paths.eval_metrics, nest_results(results))
 
 

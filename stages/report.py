@@ -27,7 +27,8 @@ def report(cfg: Config) -> None:
     run = load_run(paths)
     curves = curves_of(run.predictions, cfg.prepare.labels)
     commit = git_state(["dvc.lock", paths.plots, paths.prepare_metrics, paths.tokenize_metrics,
-                        paths.train_metrics, paths.eval_metrics, paths.baseline_metrics])
+                        paths.train_metrics, paths.train_run,
+                        paths.eval_metrics, paths.eval_classes, paths.baseline_metrics])
     sections = build_sections(run, cfg, commit, curves)
     with atomic_dir(paths.plots) as plots_out, atomic_dir(paths.reports) as report_out:
         export_plots(run.scalars, run.predictions, curves, plots_out)

@@ -1,8 +1,10 @@
 """train: fine-tune the base model on the tokenized train split.
 
 Reads `<tokenized>`, `<prepared>/validation.parquet` (texts for TensorBoard) and
-`<base_model>`; writes the fine-tuned HF folder `<trained>`, tensorboardX logs in
-`<tensorboard>` and the run's figures in `metrics/train.json`. With
+`<base_model>`; writes the fine-tuned HF folder `<trained>` (the weights of the step
+`train.select` chose, calibrated when `train.calibrate`), tensorboardX logs in
+`<tensorboard>`, the run's figures in `metrics/train.json` (a DVC metric) and what ran
+(hardware, processes, precision) in `metrics/train_run.json`. With
 `train.num_processes > 1` the stage relaunches itself under torchrun (DDP). The loop lives
 in finetuning/training/.
 """
@@ -25,9 +27,10 @@ def train(cfg: Config) -> None:
     runtime = init_runtime(cfg.train.threads)
     try:
         trainer, tokenizer = build_trainer(cfg, runtime)
-        summary = run_training(trainer)
+        summary, ran = run_training(trainer)
         if runtime.is_main:
             save_model(trainer.module, tokenizer, cfg.paths.trained, cfg.tokenize.max_length)
+            write_json(cfg.paths.train_run, ran)
             write_json(cfg.paths.train_metrics, summary)
             clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
     finally:

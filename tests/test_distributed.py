@@ -34,7 +34,7 @@ def test_two_gloo_processes_train_one_model_and_one_log(prepared):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(Path(cfg.paths.train_metrics).read_text())
-    assert figures["world_size"] == 2
+    assert json.loads(Path(cfg.paths.train_run).read_text())["world_size"] == 2
     assert figures["steps"] == 12  # 48 rows / (4 per rank x 2 ranks) x 2 epochs
     events = list(Path(cfg.paths.tensorboard).glob("events.out.tfevents.*"))
     assert len(events) == 3  # rank 0 only: one file, continued after each checkpoint (4, 8)

@@ -1,13 +1,21 @@
 """Fine-tuning learns: the tiny BERT on a synthetic task it can learn (one sentiment word
 in filler decides the label) reaches >= 0.9 validation accuracy within a few seconds of
 training, and the same run with the learning rate at 0 stays at chance. Without this
-pair, a training loop that updates nothing would pass every other test."""
+pair, a training loop that updates nothing would pass every other test. The same runs
+check which weights are kept (`train.select`), early stopping (`train.patience`) and that
+the calibration folded into the head is what the saved folder predicts."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
+
+from finetuning.data.batching import load_splits
+from finetuning.inference.model import load_classifier, predict_logits
+from finetuning.metrics import classification_report
+from finetuning.monitoring.events import read_scalars
 
 from tests.conftest import (make_sentences, paths_under, run_stage_main, tiny_params,
                             write_params)
@@ -29,26 +37,69 @@ def learnable(tmp_path_factory, tiny_model):
 
 
 def train(root: Path, params: dict, name: str, **train: object) -> dict:
-    """The train stage with `train` overrides into its own outputs; its metrics."""
+    """The train stage with `train` overrides into its own outputs; its train.json and
+    train_run.json, merged."""
     params = {**params, "train": {**params["train"], **train},
               "paths": {**params["paths"], "trained": str(root / name / "model"),
                         "tensorboard": str(root / name / "tb"),
                         "checkpoints": str(root / name / "ckpt"),
-                        "train_metrics": str(root / name / "train.json")}}
+                        "train_metrics": str(root / name / "train.json"),
+                        "train_run": str(root / name / "train_run.json")}}
     run_stage_main("train", write_params(params, root / name / "params.yaml"))
-    return json.loads((root / name / "train.json").read_text())
+    return {**json.loads((root / name / "train_run.json").read_text()),
+            **json.loads((root / name / "train.json").read_text())}
+
+
+def saved_validation(root: Path, name: str, params: dict) -> dict:
+    """Scores of the saved folder on the validation split, in float32."""
+    split = load_splits(params["paths"]["tokenized"])["validation"]
+    model = load_classifier(root / name / "model")
+    logits = predict_logits(model, split, 64, 0, torch.device("cpu"))
+    return classification_report(logits, split.labels, 2)
 
 
 def test_a_tiny_bert_learns_a_learnable_task(learnable):
-    figures = train(*learnable, "learns")
+    root, params = learnable
+    figures = train(root, params, "learns", eval_every=10)
     assert figures["validation"]["accuracy"] >= 0.9
     assert figures["final_train_loss"] < 0.35  # ln 2 = 0.693 is chance
+    # select: best by accuracy keeps the first step with the highest validation accuracy
+    series = read_scalars(root / "learns" / "tb")["eval/accuracy"]
+    assert [step for step, _ in series] == list(range(10, 121, 10))
+    best = max(value for _, value in series)
+    assert figures["selected_step"] == next(step for step, value in series if value == best)
+    assert figures["selected_validation_accuracy"] == pytest.approx(best, abs=1e-6)
+    assert read_scalars(root / "learns" / "tb")["selection/selected_step"][-1][1] == \
+        figures["selected_step"]
+    # the saved folder is those weights, calibrated: same accuracy, the fitted log-loss
+    saved, fitted = saved_validation(root, "learns", params), figures["calibration"]
+    assert saved["accuracy"] == pytest.approx(best, abs=1e-6)
+    assert saved["loss"] == pytest.approx(fitted["loss_after"], rel=1e-3)
+    assert fitted["loss_after"] <= fitted["loss_before"]
 
 
 def test_with_the_learning_rate_at_zero_it_stays_at_chance(learnable):
     figures = train(*learnable, "frozen", learning_rate=0.0)
     assert figures["validation"]["accuracy"] <= 0.7
     assert figures["final_train_loss"] == pytest.approx(0.693, abs=0.05)
+
+
+def test_patience_stops_a_run_that_stopped_improving(learnable):
+    """Learning rate 0: validation never improves after the first pass, so patience 2
+    stops at the third validation, and select: best keeps the first."""
+    root, params = learnable
+    figures = train(root, params, "patient", learning_rate=0.0, eval_every=1, patience=2,
+                    select_metric="loss", calibrate=False)
+    assert (figures["steps"], figures["stopped_early"], figures["selected_step"]) == (3, True, 1)
+    assert "calibration" not in figures
+    assert [s for s, _ in read_scalars(root / "patient" / "tb")["eval/loss"]] == [1, 2, 3]
+
+
+def test_select_last_keeps_the_last_step(learnable):
+    root, params = learnable
+    figures = train(root, params, "last", epochs=1, select="last", calibrate=False)
+    assert figures["selected_step"] == figures["steps"] == 20
+    assert "the last step (20)" in figures["selected_by"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -62,6 +63,14 @@ def test_train_writes_model_logs_and_figures(run_dir):
     figures = json.loads(Path(cfg.paths.train_metrics).read_text())
     assert figures["steps"] == 12  # 48 rows / batch 8 = 6 steps per epoch, 2 epochs
     assert figures["samples_per_second"] > 0
+    assert figures["selected_step"] in (6, 12) and figures["stopped_early"] is False
+    assert figures["calibration"]["temperature"] > 0
+    # train.json holds only what compares runs; what ran is beside it
+    assert not {"hardware", "device", "validation"} & set(figures)
+    ran = json.loads(Path(cfg.paths.train_run).read_text())
+    assert ran["device"] == "cpu" and ran["world_size"] == 1 and "CPU" in ran["hardware"]
+    assert f"step {figures['selected_step']}" not in ran["selected_by"]  # says why, not what
+    assert "validation accuracy" in ran["selected_by"]
     acc = load_events(cfg.paths.tensorboard)
     tags = acc.Tags()
     assert TUTORIAL_SCALARS <= set(tags["scalars"])
@@ -94,6 +103,13 @@ def test_evaluate_writes_metrics_per_split(run_dir):
         assert set(scores) >= {"accuracy", "precision", "recall", "f1", "loss"}
         assert 0.0 <= scores["accuracy"] <= 1.0
     assert metrics["test"]["count"] == 6
+    classes = json.loads(Path(cfg.paths.eval_classes).read_text())
+    assert set(classes["ood"]) == {"synthetic"}
+    assert {n: c["support"] for n, c in classes["test"].items()} == {"negative": 3,
+                                                                     "positive": 3}
+    for split in ("validation", "test"):
+        f1s = [c["f1"] for c in classes[split].values()]
+        assert np.mean(f1s) == pytest.approx(metrics[split]["f1"])
     predictions = Path(cfg.paths.predictions) / "test.csv"
     assert len(predictions.read_text().splitlines()) == 7
 
@@ -149,7 +165,9 @@ def test_tensorboard_has_every_tag_group_with_increasing_steps(run_dir):
     scalars, histograms = set(tags["scalars"]), set(tags["histograms"])
     assert {"train/grad_norm", "train/samples_per_second", "train/tokens_per_second",
             "train/padding_efficiency", "train/epoch", "eval/f1"} <= scalars
-    assert {"final_test/accuracy", "final_validation/f1", "final_ood_synthetic/accuracy"} <= scalars
+    assert {"selection/selected_step", "calibration/temperature", "calibration/ece_before",
+            "calibration/ece_after"} <= scalars
+    assert not any(tag.startswith("final_") for tag in scalars)  # evaluate's run has them
     assert {"sequence_length", "weights/embeddings", "weights/classifier",
             "gradients/encoder.layer.0", "gradients/classifier"} <= histograms
     assert {"pr/positive", "pr/negative", "config/text_summary",
@@ -167,10 +185,31 @@ def test_tensorboard_has_every_tag_group_with_increasing_steps(run_dir):
     assert metadata.splitlines()[0] == "label\tpredicted\ttext" and len(metadata.splitlines()) == 7
 
 
+def test_evaluate_run_in_tensorboard_equals_eval_json(run_dir):
+    """Scored once: each final_<split>/<metric> scalar is eval.json's value (as float32,
+    what event files hold), at the step whose weights were kept."""
+    _, cfg = run_dir
+    acc = load_events(cfg.paths.eval_tensorboard)
+    metrics = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    kept = json.loads(Path(cfg.paths.train_metrics).read_text())["selected_step"]
+    flat = {"validation": metrics["validation"], "test": metrics["test"],
+            "ood_synthetic": metrics["ood"]["synthetic"]}
+    tags = set(acc.Tags()["scalars"])
+    assert tags == {f"final_{s}/{k}" for s, r in flat.items() for k in r if k != "count"}
+    for split, report in flat.items():
+        for key in set(report) - {"count"}:
+            (event,) = acc.Scalars(f"final_{split}/{key}")
+            assert event.step == kept
+            assert np.float32(event.value) == np.float32(report[key]), (split, key)
+
+
 def test_hparams_run_has_final_metrics(run_dir):
     _, cfg = run_dir
-    acc = load_events(Path(cfg.paths.tensorboard) / "hparams")
-    assert {"hparam/test_accuracy", "hparam/validation_f1"} <= set(acc.Tags()["scalars"])
+    acc = load_events(Path(cfg.paths.eval_tensorboard) / "hparams")
+    assert {"hparam/test_accuracy", "hparam/validation_f1", "hparam/test_ece"} <= set(
+        acc.Tags()["scalars"])
+    test_accuracy = json.loads(Path(cfg.paths.eval_metrics).read_text())["test"]["accuracy"]
+    assert np.float32(acc.Scalars("hparam/test_accuracy")[0].value) == np.float32(test_accuracy)
     plugins = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugins)
 
@@ -178,15 +217,17 @@ def test_hparams_run_has_final_metrics(run_dir):
 def test_tensorboard_serves_the_logs_on_loopback(run_dir):
     _, cfg = run_dir
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", cfg.paths.tensorboard,
+    spec = f"train:{cfg.paths.tensorboard},eval:{cfg.paths.eval_tensorboard}"  # = Makefile's
+    proc = subprocess.Popen([str(BIN / "tensorboard"), "--logdir_spec", spec,
                              "--host", "127.0.0.1", "--port", str(port)],
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         runs = get_json(f"http://127.0.0.1:{port}/data/runs", deadline=60)
-        assert "." in runs and "hparams" in runs
+        assert {"train/.", "eval/.", "eval/hparams"} <= set(runs)
         tags = get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", deadline=10)
-        assert "train/loss" in tags["."] and "eval/accuracy" in tags["."]
+        assert "train/loss" in tags["train/."] and "eval/accuracy" in tags["train/."]
+        assert "final_test/accuracy" in tags["eval/."]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -235,6 +276,10 @@ def test_model_card_metadata_parses_and_equals_the_eval_metrics(run_dir):
     assert f"{evaluated['test']['accuracy']:.4f}" in body
     assert f"out-of-domain `synthetic` texts its accuracy is " \
            f"{evaluated['ood']['synthetic']['accuracy']:.4f}" in body
+    temperature = json.loads(Path(cfg.paths.train_metrics).read_text())["calibration"][
+        "temperature"]
+    assert (f"T = {temperature:.4f}, fitted on the validation split" in body
+            and f"test expected calibration error {evaluated['test']['ece']:.4f}" in body)
 
 
 def test_the_deliverable_folder_carries_the_trained_model_and_drift_reference(run_dir):

@@ -28,7 +28,10 @@ class Paths:
     prepare_metrics: str
     tokenize_metrics: str
     train_metrics: str
+    train_run: str
     eval_metrics: str
+    eval_classes: str
+    eval_tensorboard: str
     baseline_metrics: str
     onnx: str
     export_metrics: str
@@ -93,6 +96,8 @@ class Tokenize:
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")  # after the warmup
+SELECTIONS = ("last", "best")
+SELECT_METRICS = ("loss", "accuracy", "f1")  # validation figures a checkpoint is chosen by
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,10 @@ class Train:
     node_rank: int = 0
     rdzv_endpoint: str = "127.0.0.1:29500"
     threads: int = 0
+    select: str = "best"
+    select_metric: str = "accuracy"
+    patience: int = 0
+    calibrate: bool = True
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "grad_accum_steps", "num_processes", "nnodes"):
@@ -123,7 +132,7 @@ class Train:
         check(0 <= self.node_rank < self.nnodes, "train.node_rank", "in [0, train.nnodes)",
               self.node_rank)
         check(":" in self.rdzv_endpoint, "train.rdzv_endpoint", "host:port", self.rdzv_endpoint)
-        for key in ("eval_every", "checkpoint_every", "threads"):
+        for key in ("eval_every", "checkpoint_every", "threads", "patience"):
             check(getattr(self, key) >= 0, f"train.{key}", "an integer >= 0 (0 = off/auto)",
                   getattr(self, key))
         # 0 is allowed: a control run that must stay at chance (tests/test_learning.py).
@@ -138,6 +147,9 @@ class Train:
               self.schedule)
         check(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}",
               self.precision)
+        check(self.select in SELECTIONS, "train.select", f"one of {SELECTIONS}", self.select)
+        check(self.select_metric in SELECT_METRICS, "train.select_metric",
+              f"one of {SELECT_METRICS} (of the validation split)", self.select_metric)
 
 
 @dataclass(frozen=True)

@@ -8,4 +8,5 @@
     service.py    `finetune serve`: the HTTP API (Hugging Face's text-classification)
     export.py     the ONNX export and int8 quantization
     measure.py    accuracy, latency, throughput and drift of each backend
+    telemetry.py  what serve tells Prometheus (/metrics): requests, batches, labels, drift
 """

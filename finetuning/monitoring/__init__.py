@@ -1,2 +1,4 @@
-"""Monitoring: writer.py (the one tensorboardX SummaryWriter wrapper), monitor.py (what is
-logged at which step), events.py (reading the logs back with tensorboard's reader)."""
+"""Monitoring: writer.py (the one tensorboardX SummaryWriter wrapper), monitor.py (what
+train logs at which step), scores.py (evaluate's run: final scores and HPARAMS),
+events.py (reading the logs back with tensorboard's reader), drift.py (live traffic
+against the validation split, for predict and serve)."""

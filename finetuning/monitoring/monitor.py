@@ -19,8 +19,6 @@ from finetuning.reporting.document import table_markdown
 from finetuning.reporting.figures import confusion_figure
 from finetuning.reporting.mistakes import mistakes_table
 
-HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "schedule", "weight_decay",
-               "grad_accum_steps", "precision", "seed", "max_grad_norm")
 LAYER = re.compile(r"^(?:[a-z_]+\.)?(embeddings|encoder\.layer\.\d+|pooler|classifier)")
 
 
@@ -87,17 +85,13 @@ class Monitor:
             self.writer.text("eval/mistakes", table_markdown(table) if table.rows
                              else "no misclassified examples", step)
 
-    def final(self, step: int, reports: dict[str, dict]) -> None:
-        """Scores of every split at the end, and the run's params with them for HPARAMS."""
-        for split, report in reports.items():
-            self.writer.scalars({k: v for k, v in report.items() if k != "count"}, step,
-                                f"final_{split}/")
-        if self.tb.hparams:
-            params = {k: getattr(self.cfg.train, k) for k in HPARAM_KEYS}
-            params["max_length"] = self.cfg.tokenize.max_length
-            metrics = {f"hparam/{split}_{m}": report[m] for split, report in reports.items()
-                       for m in ("accuracy", "f1", "loss")}
-            self.writer.hparams(params, metrics, step)
+    def selected(self, step: int, selected: int, why: str, calibration: dict | None) -> None:
+        """Which step's weights the run keeps and why, and the fitted temperature with the
+        validation calibration before and after (at the last step)."""
+        self.writer.scalars({"selected_step": selected}, step, "selection/")
+        self.writer.text("selection", f"kept step {selected}: {why}", step)
+        if calibration:
+            self.writer.scalars(calibration, step, "calibration/")
 
     def embeddings(self, step: int, vectors: torch.Tensor, labels: np.ndarray,
                    preds: np.ndarray, rows: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 """A run's records: what each stage wrote as JSON (fetch's provenance, the counts of
-prepare and tokenize, the figures of train, the scores of evaluate and the baseline, the
-export's measurements), loaded once for the report and the model card."""
+prepare and tokenize, the figures of train and what ran, the scores of evaluate overall
+and per class, the baseline's, the export's measurements), loaded once for the report
+and the model card."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,17 +19,19 @@ class Records:
     source: dict
     prepared: dict
     tokenized: dict
-    train: dict
+    train: dict          # metrics/train.json and metrics/train_run.json, merged
     scores: dict
+    classes: dict        # per split, per class: precision, recall, F1, support
     baseline: dict
     export: dict
 
 
 def record_files(paths: Paths) -> list[Path]:
-    """The files `Records` holds, in its field order."""
+    """The files `Records` holds."""
     return [Path(p) for p in (paths.source_record, paths.prepare_metrics,
-                              paths.tokenize_metrics, paths.train_metrics, paths.eval_metrics,
-                              paths.baseline_metrics, paths.export_metrics)]
+                              paths.tokenize_metrics, paths.train_metrics, paths.train_run,
+                              paths.eval_metrics, paths.eval_classes, paths.baseline_metrics,
+                              paths.export_metrics)]
 
 
 def require(files: list[Path | str], what: str) -> None:
@@ -42,7 +45,10 @@ def load_records(paths: Paths, what: str) -> Records:
     """Every record, or a StageError naming the missing ones."""
     files = record_files(paths)
     require(files, what)
-    return Records(*(read_json(f) for f in files))
+    source, prepared, tokenized, train, ran, scores, classes, baseline, export = (
+        read_json(f) for f in files)
+    return Records(source, prepared, tokenized, {**ran, **train}, scores, classes, baseline,
+                   export)
 
 
 def flatten_eval(metrics: dict) -> dict[str, dict]:

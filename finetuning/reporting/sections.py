@@ -10,15 +10,16 @@ import pandas as pd
 import torch
 
 from finetuning.config import Config, Paths
-from finetuning.metrics import confusion_matrix
+from finetuning.metrics import confusion_matrix, expected_calibration_error, reliability
 from finetuning.provenance import hardware
 from finetuning.reporting.document import MISSING, Image, Section, Table, fmt
 from finetuning.reporting.figures import confusion_figure, curves_figure, pr_roc_figure, to_png
 from finetuning.reporting.mistakes import mistakes_table
 from finetuning.reporting.plots import Curves
-from finetuning.reporting.tables import (comparison_table, data_table, deployment_table,
-                                         detail_table, dropped_table, key_params, sources_table,
-                                         training_table)
+from finetuning.reporting.reliability import reliability_figure
+from finetuning.reporting.tables import (class_table, comparison_table, data_table,
+                                         deployment_table, detail_table, dropped_table,
+                                         key_params, sources_table, training_table)
 from finetuning.reporting.run import RunData
 
 CURVE_TAGS = ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy",
@@ -102,13 +103,35 @@ def verdict(scores: dict, baseline: dict) -> str:
             f"({diff:+.4f}).")
 
 
-def metrics_section(scores: dict, baseline: dict, paths: Paths) -> Section:
-    """The comparison with the TF-IDF + logistic regression baseline."""
+def metrics_section(run: RunData, paths: Paths) -> Section:
+    """The comparison with the TF-IDF + logistic regression baseline, and per class."""
     return Section("Metrics: fine-tuned model vs baseline", [
         "Baseline: TF-IDF word n-grams + logistic regression on the same train split "
         f"(`{paths.baseline_metrics}`). Δ = fine-tuned − baseline (for loss, lower is better). "
-        "Precision, recall and F1 are macro averages; loss is the mean cross-entropy.",
-        comparison_table(scores, baseline), "All scores:", detail_table(scores, baseline)])
+        "Precision, recall and F1 are macro averages; loss is the mean cross-entropy; MCC "
+        "is the Matthews correlation; ECE the expected calibration error (15 bins).",
+        comparison_table(run.scores, run.baseline), "All scores:",
+        detail_table(run.scores, run.baseline),
+        f"Per class, fine-tuned model (`{paths.eval_classes}`):", class_table(run.classes)])
+
+
+def calibration_section(run: RunData, labels: list[str]) -> Section:
+    """The fitted temperature, and the reliability diagram of the test predictions."""
+    truth, probs = prediction_arrays(run.predictions, labels)
+    fitted = run.train.get("calibration")
+    told = ("`train.calibrate` is off: probabilities are the model's as trained."
+            if not fitted else
+            f"Temperature {fitted['temperature']:.4f}, fitted on the validation split and "
+            "folded into the classifier's last layer (the argmax, hence accuracy, is "
+            f"unchanged): validation ECE {fitted['ece_before']:.4f} → "
+            f"{fitted['ece_after']:.4f}, log-loss {fitted['loss_before']:.4f} → "
+            f"{fitted['loss_after']:.4f}.")
+    return Section("Calibration", [
+        told, f"Test split: ECE {expected_calibration_error(probs, truth):.4f}. Bars at the "
+        "diagonal mean a predicted probability of p is right p of the time.",
+        Image("reliability.png", reliability_figure(reliability(probs, truth),
+                                                    "reliability (test)"),
+              "reliability diagram")])
 
 
 def prediction_arrays(predictions: pd.DataFrame, labels: list[str]
@@ -155,6 +178,6 @@ def deployment_section(run: RunData, paths: Paths) -> Section:
 def build_sections(run: RunData, cfg: Config, commit: str, curves: Curves) -> list[Section]:
     """The report, top to bottom."""
     return [summary_section(run, commit),
-            metrics_section(run.scores, run.baseline, cfg.paths),
+            metrics_section(run, cfg.paths), calibration_section(run, cfg.prepare.labels),
             curves_section(run.scalars, cfg.paths), errors_section(run, cfg, curves),
             deployment_section(run, cfg.paths), data_section(run, cfg), what_ran(run, cfg)]

@@ -43,7 +43,10 @@ def training_table(train: dict) -> Table:
             ("device", f"{train.get('device')} x{train.get('world_size')}"),
             ("precision", train.get("precision")),
             ("final train loss", train.get("final_train_loss")),
-            ("final train accuracy", train.get("final_train_accuracy"))]
+            ("final train accuracy", train.get("final_train_accuracy")),
+            ("stopped early", train.get("stopped_early")),
+            ("weights kept", f"step {train.get('selected_step')}: {train.get('selected_by')}"),
+            ("temperature", train.get("calibration", {}).get("temperature"))]
     return Table(["figure", "value"], [[name, fmt(value, None)] for name, value in rows])
 
 
@@ -101,6 +104,15 @@ def detail_table(scores: dict, baseline: dict) -> Table:
             rows.append([split, model, *(fmt(values.get(c)) for c in COLUMNS),
                          fmt(values.get("count"))])
     return Table(["split", "model", *COLUMNS, "rows"], rows)
+
+
+def class_table(classes: dict) -> Table:
+    """Per split and class: precision, recall, F1 and support."""
+    rows = [[split, name, fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]),
+             fmt(c["support"])]
+            for split, per_class in flatten_eval(classes).items()
+            for name, c in per_class.items()]
+    return Table(["split", "class", "precision", "recall", "F1", "rows"], rows)
 
 
 def ratio(numerator: float | None, denominator: float | None) -> str:

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change the numbers a run produces, so a resume may differ in them.
-NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "threads", "nnodes", "node_rank", "rdzv_endpoint")
+NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "threads", "nnodes", "node_rank", "rdzv_endpoint",
+                      "calibrate")  # calibration comes after the last step
 
 
 def fingerprint(cfg: Config) -> str:

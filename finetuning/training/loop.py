@@ -24,6 +24,7 @@ from finetuning.training.checkpoint import fingerprint, save_checkpoint
 from finetuning.training.runtime import Runtime, autocast, grad_scaler
 from finetuning.training.schedule import (accumulation, build_optimizer, build_scheduler,
                                           steps_per_epoch)
+from finetuning.training.selection import Selection
 from finetuning.training.window import Progress, Window
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class Trainer:
         self.amp = autocast(runtime, self.tcfg.precision)
         self.window = Window.create(self.num_labels, runtime.device)
         self.progress = Progress()
+        self.selection = Selection(self.tcfg.select, self.tcfg.select_metric,
+                                   self.tcfg.patience)
+        self.stopped_early = False
         self.fingerprint = fingerprint(cfg)
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -124,8 +128,15 @@ class Trainer:
                     if self.micro_step(batch, batches, index):
                         bar.update()
                         self.after_update(batches, index, bar, started)
+                        if self.stopped_early:
+                            break
                 self.progress.epoch, self.progress.batch_index = epoch + 1, 0
                 self.monitor.writer.scalars({"epoch": epoch + 1}, self.progress.step, "train/")
+                if self.stopped_early:
+                    log.info("stopping early at step %d: validation %s did not improve for "
+                             "%d validation(s)", self.progress.step, self.tcfg.select_metric,
+                             self.tcfg.patience)
+                    break
         return self.summary(time.perf_counter() - started)
 
     def micro_step(self, batch, batches: list[np.ndarray], index: int) -> bool:
@@ -176,10 +187,15 @@ class Trainer:
                                 self.runtime.device, self.amp)
         report = classification_report(logits, split.labels, self.num_labels)
         self.progress.validation = report
+        self.selection.observe(step, report, logits, self.module, self.runtime.is_main)
         if self.runtime.is_main:
             self.monitor.evaluation(step, report, logits, split.labels)
         log.info("step %d/%d validation %s", step, self.total,
                  {k: round(v, 4) for k, v in report.items()})
+        stop = [self.selection.exhausted]
+        if self.runtime.distributed:  # rank 0 decides, so no rank trains on alone
+            torch.distributed.broadcast_object_list(stop, src=0)
+        self.stopped_early = stop[0]
 
     def checkpoint(self) -> None:
         """Save everything needed to resume (rank 0 only)."""
@@ -194,7 +210,8 @@ class Trainer:
             "scaler": self.optim.scaler.state_dict(), "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.runtime.device)
             if self.runtime.device.type == "cuda" else None,
-            "window": self.window.state_dict(), "progress": asdict(self.progress)})
+            "window": self.window.state_dict(), "progress": asdict(self.progress),
+            "selection": self.selection.state_dict()})
         log.info("checkpoint at step %d", self.progress.step)
 
     def resume(self, state: dict) -> None:
@@ -209,6 +226,7 @@ class Trainer:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.runtime.device)
         self.window.load_state_dict(state["window"])
         self.progress = Progress(**state["progress"])
+        self.selection.load_state_dict(state["selection"])
         log.info("resuming from the checkpoint at step %d of %d", self.progress.step, self.total)
 
     def summary(self, seconds: float) -> dict:
@@ -218,4 +236,5 @@ class Trainer:
                 "samples_per_second": round(p.samples * world / seconds, 2),
                 "tokens_per_second": round(p.real_tokens * world / seconds, 1),
                 "final_train_loss": p.last.get("loss"),
-                "final_train_accuracy": p.last.get("accuracy"), "validation": p.validation}
+                "final_train_accuracy": p.last.get("accuracy"),
+                "stopped_early": self.stopped_early}

@@ -1,5 +1,6 @@
 """One training run from start to finish: data, model and monitor assembled (resuming a
-checkpoint when one fits), the loop run, every split scored at the end, the model saved."""
+checkpoint when one fits), the loop run, the selected weights calibrated, the model
+saved."""
 from __future__ import annotations
 
 import logging
@@ -14,11 +15,14 @@ from finetuning.config import Config
 from finetuning.data.batching import load_splits
 from finetuning.data.prepared import read_texts
 from finetuning.data.tokenizer import load_tokenizer
-from finetuning.inference.model import load_classifier, predict_logits, score_splits
+from finetuning.errors import StageError
+from finetuning.inference.model import load_classifier, predict_logits
+from finetuning.metrics import classification_report
 from finetuning.monitoring.monitor import Monitor
 from finetuning.monitoring.writer import MetricsWriter
 from finetuning.outputs import atomic_dir
 from finetuning.provenance import hardware
+from finetuning.training.calibration import fit_temperature, fold_temperature
 from finetuning.training.checkpoint import fingerprint, load_checkpoint
 from finetuning.training.loop import Trainer
 from finetuning.training.runtime import Runtime, quiet_unless_main
@@ -53,41 +57,71 @@ def build_trainer(cfg: Config, runtime: Runtime) -> tuple[Trainer, PreTrainedTok
     return trainer, tokenizer
 
 
-def run_training(trainer: Trainer) -> dict:
-    """Train to the end, score every split (rank 0), close the log; the run's figures."""
+def run_training(trainer: Trainer) -> tuple[dict, dict]:
+    """Train to the end (or an early stop); on rank 0 keep the selected weights, calibrate
+    them and log the projector; close the log. Returns (figures that compare runs, what
+    ran). The splits are scored once, by the evaluate stage, not here."""
     cfg, runtime, module = trainer.cfg, trainer.runtime, trainer.module
     log.info("training %s (%.1fM parameters) on %s x%d, %s, %d steps", cfg.paths.base_model,
              module.num_parameters() / 1e6, runtime.device, runtime.world_size,
              cfg.train.precision, trainer.total)
+    ran = {}
     try:
         summary = trainer.fit()
         if runtime.is_main:
-            final_evaluation(trainer)
+            ran = finish(trainer, summary)
     finally:
         trainer.monitor.writer.close()
-    summary.update(num_parameters=module.num_parameters(), device=runtime.device.type,
-                   world_size=runtime.world_size, precision=cfg.train.precision,
-                   hardware=hardware())
-    return summary
+    ran.update(num_parameters=module.num_parameters(), device=runtime.device.type,
+               world_size=runtime.world_size, precision=cfg.train.precision,
+               hardware=hardware())
+    return summary, ran
 
 
-def final_evaluation(trainer: Trainer) -> None:
-    """Every split's scores at the last step, HParams, and projector embeddings."""
-    cfg, device, tb = trainer.cfg, trainer.runtime.device, trainer.cfg.tensorboard
-    batch_size = cfg.evaluate.batch_size
-    others = {name: split for name, split in trainer.splits.items()
-              if name not in ("train", "validation")}  # fit validated at the last step
-    scored = score_splits(trainer.module, others, batch_size, trainer.pad_id, device, trainer.amp)
-    reports = {"validation": trainer.progress.validation,
-               **{name: report for name, (_, report) in scored.items()}}
-    trainer.monitor.final(trainer.progress.step, reports)
-    if tb.embeddings:
-        val = trainer.splits["validation"]
-        rows = np.random.default_rng(cfg.train.seed).permutation(len(val))[:tb.embeddings]
-        logits, vectors = predict_logits(trainer.module, val.subset(rows), batch_size,
-                                         trainer.pad_id, device, trainer.amp, embeddings=True)
-        trainer.monitor.embeddings(trainer.progress.step, vectors, val.labels[rows],
-                                   logits.argmax(-1).numpy(), rows)
+def finish(trainer: Trainer, summary: dict) -> dict:
+    """The selected weights back in the model and the temperature folded in, both recorded
+    (`summary`, TensorBoard), and the projector's embeddings of the final model. Returns
+    the selection's details for train_run.json."""
+    selection, step = trainer.selection, trainer.progress.step
+    if selection.report is None:
+        raise StageError("training ended without a validation pass: nothing to select by")
+    selection.restore(trainer.module)
+    why = selection.why(step)
+    log.info("keeping the weights of step %d: %s", selection.step, why)
+    summary["selected_step"] = selection.step
+    summary[f"selected_validation_{selection.metric}"] = selection.report[selection.metric]
+    if trainer.cfg.train.calibrate:
+        summary["calibration"] = calibrate(trainer.module, selection.logits,
+                                           trainer.splits["validation"].labels)
+    trainer.monitor.selected(step, selection.step, why, summary.get("calibration"))
+    project(trainer)
+    return {"selected_by": why, "validation": selection.report}
+
+
+def calibrate(model: torch.nn.Module, logits: torch.Tensor, labels: np.ndarray) -> dict:
+    """Fit a temperature on the validation logits, fold it into `model`; before/after."""
+    num_labels = logits.shape[-1]
+    temperature = fit_temperature(logits, labels)
+    fold_temperature(model, temperature)
+    before = classification_report(logits, labels, num_labels)
+    after = classification_report(logits / temperature, labels, num_labels)
+    log.info("temperature %.4f: validation ECE %.4f -> %.4f, log-loss %.4f -> %.4f",
+             temperature, before["ece"], after["ece"], before["loss"], after["loss"])
+    return {"temperature": temperature, "ece_before": before["ece"], "ece_after": after["ece"],
+            "loss_before": before["loss"], "loss_after": after["loss"]}
+
+
+def project(trainer: Trainer) -> None:
+    """Pooled embeddings of some validation rows for the PROJECTOR tab."""
+    cfg, device = trainer.cfg, trainer.runtime.device
+    if not cfg.tensorboard.embeddings:
+        return
+    val = trainer.splits["validation"]
+    rows = np.random.default_rng(cfg.train.seed).permutation(len(val))[:cfg.tensorboard.embeddings]
+    logits, vectors = predict_logits(trainer.module, val.subset(rows), cfg.evaluate.batch_size,
+                                     trainer.pad_id, device, trainer.amp, embeddings=True)
+    trainer.monitor.embeddings(trainer.progress.step, vectors, val.labels[rows],
+                               logits.argmax(-1).numpy(), rows)
 
 
 def save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
