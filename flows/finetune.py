@@ -25,12 +25,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, State
 from ruamel.yaml import YAML
 
 from flows.dvc_pipeline import (dvc_env, git_files, read_pipeline, repo_root, run_dvc,
                                 stale_stages)
+from flows.guard import ALLOW_ENV, check_deployment_run
 from flows.overrides import apply_overrides, collect_overrides, parse_assignment
 
 PARAMS_FILE = "params.yaml"
@@ -177,6 +178,8 @@ def finetune(
     root = repo_root(repo or os.getcwd())
     changes = collect_overrides(overrides, learning_rate=learning_rate, epochs=epochs,
                                 model=model, data=data)
+    if deployment.id is not None:  # anyone who reaches the API can start these
+        check_deployment_run(root, repo_root(os.getcwd()), changes)
     outcomes = run_with_overrides(root, changes, logger)
     experiment = experiment_name()
     include = [arg for path in git_files(root) for arg in ("-I", path)]
@@ -232,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repo", help="the DVC repository (default: the working directory)")
     parser.add_argument("--name", default="main", help="deployment name for serve (default: main)")
+    parser.add_argument(
+        "--allow-any-override",
+        action="store_true",
+        help=f"serve: let deployment runs set paths.*, another repo and local sources "
+        f"outside this checkout (sets {ALLOW_ENV}=1; by default they are refused)",
+    )
     return parser
 
 
@@ -248,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     parameters = {key: value for key, value in parameters.items() if value is not None}
     if args.command == "serve":
+        if args.allow_any_override:
+            os.environ[ALLOW_ENV] = "1"
         finetune.serve(
             name=args.name,
             parameters=parameters,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -338,6 +339,52 @@ def test_bad_override_fails_the_flow_run_with_the_validation_message(
     # A rejected value is not left behind to poison the next run.
     assert (pipeline_repo / "params.yaml").read_text() == before
     assert dvc_status_clean(pipeline_repo)
+
+
+def test_a_deployment_run_may_not_move_outputs_and_changes_nothing(server, served,
+                                                                   pipeline_repo):
+    """Anyone who reaches the API can start runs: `paths.tensorboard: flows` would make the
+    train stage delete the flow's source. Refused before anything runs."""
+    before = (pipeline_repo / "params.yaml").read_text()
+    name = unique("moved")
+    code, output, _ = deployment_run(server, {"overrides": {"paths.tensorboard": "flows"}},
+                                     name)
+    assert code != 0, output
+    record = flow_run(server, name)
+    assert record["state"]["type"] == "FAILED"
+    message = "refused override paths.tensorboard: a deployment run may not move"
+    assert message in flow_run_logs(server, record["id"], message)
+    assert task_states(server, name) == {}
+    assert (pipeline_repo / "flows" / "finetune.py").is_file()
+    assert (pipeline_repo / "params.yaml").read_text() == before
+    assert dvc_status_clean(pipeline_repo)
+
+
+def test_the_guard_refuses_other_repos_and_outside_sources_unless_allowed(
+        tmp_path, monkeypatch):
+    from flows.guard import ALLOW_ENV, RefusedOverride, check_deployment_run
+
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere.csv").write_text("text,label\n")
+    allowed = {"train.learning_rate": 3e-5, "fetch.data": "data",
+               "fetch.model": "bert-base-uncased", "fetch.ood": {"x": "registry:vader/tweets"}}
+    check_deployment_run(root, root, allowed)  # inside the checkout, Hub ids, registry
+    refused = [({"paths.plots": "plots2"}, "paths.plots"),
+               ({"paths": {"plots": "src"}}, "paths.plots"),
+               ({"fetch.data": "/"}, "fetch.data='/'"),
+               ({"fetch.model": str(tmp_path / "elsewhere.csv")}, "fetch.model="),
+               ({"fetch.ood": {"y": "../elsewhere.csv"}}, "fetch.ood.y="),
+               ({"fetch.data": "~"}, "fetch.data='~'")]
+    for changes, named in refused:
+        with pytest.raises(RefusedOverride, match=re.escape(named)):
+            check_deployment_run(root, root, changes)
+    with pytest.raises(RefusedOverride, match="works in the checkout it is served from"):
+        check_deployment_run(tmp_path, root, {})
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    for changes, _ in refused:
+        check_deployment_run(root, root, changes)
+    check_deployment_run(tmp_path, root, {})
 
 
 def test_prefect_yaml_deploys_to_a_process_pool_and_nothing_outlives_a_failing_test(

