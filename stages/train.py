@@ -15,6 +15,7 @@ from finetuning.outputs import write_json
 from finetuning.stage import run_stage
 from finetuning.training.checkpoint import clear_checkpoints
 from finetuning.training.launch import launch_distributed, needs_launch, record
+from finetuning.training.lora import adapter_size_mb
 from finetuning.training.runtime import init_runtime, shutdown
 from finetuning.training.session import build_trainer, run_training, save_model
 
@@ -30,6 +31,7 @@ def train(cfg: Config) -> None:
         summary, ran = run_training(trainer)
         if runtime.is_main:
             save_model(trainer.module, tokenizer, cfg.paths.trained, cfg.tokenize.max_length)
+            ran["adapter_mb"] = adapter_size_mb(cfg.paths.trained)
             write_json(cfg.paths.train_run, ran)
             write_json(cfg.paths.train_metrics, summary)
             clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume

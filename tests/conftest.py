@@ -6,8 +6,10 @@ import os
 import random
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -187,3 +189,20 @@ def pipeline_run(tmp_path_factory, tiny_model, tiny_data):
     for stage in PIPELINE:
         run_stage_main(stage, params_file)
     return root, config_from_dict(params)
+
+
+def kill_after_checkpoint(command: list[str], cwd: Path, checkpoint: Path,
+                          env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    """Start `command`, SIGKILL its process group as soon as `checkpoint` exists (a
+    training run dying mid-way); fails if the run ends or stalls before that."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not checkpoint.exists():
+            assert proc.poll() is None, "training finished before a checkpoint was seen"
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -260,3 +260,33 @@ def test_soak_counts_what_the_server_counted_and_samples_its_memory(pipeline_run
                                          "finetune_inputs_total": report["requests"]}
     memory = report["rss_mb"]
     assert len(memory["samples"]) >= 4 and 50 < memory["start"] <= memory["max"]
+
+
+def test_lora_vs_full_smoke_on_tiny_model(tmp_path, tiny_benchmark_params):
+    """One LoRA run through the CLI (a full run is the same code path with method full)."""
+    out = tmp_path / "lora.json"
+    result = run_module("benchmarks.lora_vs_full", "--params", str(tiny_benchmark_params),
+                        "--seeds", "1", "--epochs", "1", "--methods", "lora", "--json",
+                        str(out), timeout=300)
+    assert "fp32 matmul peak" in result.stdout
+    report = json.loads(out.read_text())
+    (run,) = report["runs"]
+    lora = report["medians"]["lora"]
+    assert run["method"] == "lora" and lora["trainable_parameters"] < run["num_parameters"]
+    assert 0 < lora["adapter_mb"] < 2 and lora["samples_per_second"] > 0
+    assert lora["peak_rss_mib"] > 100 and 0 <= lora["test_accuracy"] <= 1
+    assert 0 < lora["mfu"] < 1 and report["matmul_peak_flops"] > 1e8
+
+
+def test_lora_vs_full_mfu_and_medians():
+    from benchmarks.lora_vs_full import mfu, summarize
+
+    # full: 6 N per token; LoRA: 4 N + 2 N_trainable
+    assert mfu({"trainable_parameters": 10, "tokens_per_second": 2.0}, 10, 120.0) == 1.0
+    assert mfu({"trainable_parameters": 1, "tokens_per_second": 3.0}, 10, 126.0) == 1.0
+    runs = [{"method": "full", "trainable_parameters": 5, "samples_per_second": s,
+             "peak_rss_mib": 1.0, "test_accuracy": 0.5, "adapter_mb": None, "mfu": 0.1}
+            for s in (1.0, 3.0, 2.0)]
+    assert summarize(runs) == {"full": {"trainable_parameters": 5, "samples_per_second": 2.0,
+                                        "peak_rss_mib": 1.0, "test_accuracy": 0.5,
+                                        "adapter_mb": None, "mfu": 0.1}}

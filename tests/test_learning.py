@@ -7,6 +7,7 @@ the calibration folded into the head is what the saved folder predicts."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,14 @@ from finetuning.data.batching import load_splits
 from finetuning.inference.model import load_classifier, predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.events import read_scalars
+from finetuning.training.checkpoint import CHECKPOINT
 
-from tests.conftest import (make_sentences, paths_under, run_stage_main, tiny_params,
-                            write_params)
+from tests.conftest import (ROOT, kill_after_checkpoint, make_sentences, paths_under,
+                            run_stage_main, tiny_params, write_params)
+
+
+LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["query", "value"],
+        "learning_rate": 1e-2}
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +42,21 @@ def learnable(tmp_path_factory, tiny_model):
     return root, params
 
 
-def train(root: Path, params: dict, name: str, **train: object) -> dict:
-    """The train stage with `train` overrides into its own outputs; its train.json and
-    train_run.json, merged."""
+def train_params(root: Path, params: dict, name: str, **train: object) -> Path:
+    """A params file for the train stage with `train` overrides, into its own outputs."""
     params = {**params, "train": {**params["train"], **train},
               "paths": {**params["paths"], "trained": str(root / name / "model"),
                         "tensorboard": str(root / name / "tb"),
                         "checkpoints": str(root / name / "ckpt"),
                         "train_metrics": str(root / name / "train.json"),
                         "train_run": str(root / name / "train_run.json")}}
-    run_stage_main("train", write_params(params, root / name / "params.yaml"))
+    return write_params(params, root / name / "params.yaml")
+
+
+def train(root: Path, params: dict, name: str, **train: object) -> dict:
+    """The train stage with `train` overrides into its own outputs; its train.json and
+    train_run.json, merged."""
+    run_stage_main("train", train_params(root, params, name, **train))
     return {**json.loads((root / name / "train_run.json").read_text()),
             **json.loads((root / name / "train.json").read_text())}
 
@@ -107,3 +118,93 @@ def test_mixed_precision_learns_it_too(learnable, precision):
     figures = train(*learnable, precision, precision=precision)
     assert figures["precision"] == precision
     assert figures["validation"]["accuracy"] >= 0.9
+
+
+def test_lora_under_bf16_learns_too(learnable):
+    figures = train(*learnable, "lora-bf16", precision="bf16", method="lora", lora=LORA,
+                    epochs=12)
+    assert figures["validation"]["accuracy"] >= 0.8
+
+
+def test_lora_weights_get_their_own_histogram_groups():
+    from finetuning.monitoring.monitor import layer_group
+
+    assert layer_group("bert.encoder.layer.1.output.dense.weight") == "encoder.layer.1"
+    assert layer_group("base_model.model.bert.encoder.layer.0.attention.self.query."
+                       "lora_A.default.weight") == "lora/encoder.layer.0"
+    assert layer_group("base_model.model.classifier.modules_to_save.default.weight") == \
+        "classifier"
+    assert layer_group("bert.embeddings.word_embeddings.weight") == "embeddings"
+
+
+
+def test_lora_trains_adapters_and_head_into_a_plain_folder(learnable):
+    """train.method: lora: only the adapters and the head train; the saved folder is a
+    plain BERT classifier (adapter merged) and the adapter beside it gives the same
+    logits on the base through peft."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    root, params = learnable
+    figures = train(root, params, "lora", method="lora", lora=LORA, epochs=12)
+    hidden, layers = 32, 2  # conftest.build_tiny_model
+    adapters = layers * 2 * (8 * hidden + hidden * 8)  # A and B on query and value
+    assert figures["trainable_parameters"] == adapters + hidden * 2 + 2  # + classifier
+    assert figures["method"] == "lora" and 0 < figures["adapter_mb"] < 2
+    logged = read_scalars(root / "lora" / "tb")
+    assert logged["model/trainable_parameters"] == [(0, figures["trainable_parameters"])]
+    assert logged["model/parameters"][0][1] == figures["num_parameters"]
+    assert figures["validation"]["accuracy"] >= 0.8
+    folder = root / "lora" / "model"
+    keys = set(load_file(folder / "model.safetensors"))
+    assert "classifier.weight" in keys and not any("lora" in k or "base_model" in k
+                                                   for k in keys)
+    assert pipeline("text-classification", model=str(folder))("great")[0]["label"] in (
+        "negative", "positive")
+    split = load_splits(params["paths"]["tokenized"])["validation"]
+    merged = predict_logits(load_classifier(folder), split, 64, 0, torch.device("cpu"))
+    base = load_classifier(params["paths"]["base_model"], ["negative", "positive"])
+    unmerged = predict_logits(PeftModel.from_pretrained(base, folder / "adapter"), split, 64,
+                              0, torch.device("cpu"))
+    assert (merged - unmerged).abs().max() <= 1e-5
+
+
+def test_a_killed_lora_run_resumes_to_the_same_weights(learnable):
+    """SIGKILL after the first checkpoint, train again: the weights of an uninterrupted
+    run, bit for bit; the checkpoint held only what trains (adapters and head)."""
+    root, params = learnable
+    settings = dict(method="lora", lora=LORA, epochs=2, checkpoint_every=10)
+    train(root, params, "lora-whole", **settings)
+    resumed = train_params(root, params, "lora-resumed", **settings)
+    checkpoint = root / "lora-resumed" / "ckpt" / CHECKPOINT
+    kill_after_checkpoint([sys.executable, "-m", "stages.train", "--params", str(resumed)],
+                          ROOT, checkpoint, timeout=120)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["progress"]["step"] == 10
+    assert state["model"] and all(".lora_" in k or ".modules_to_save." in k
+                                  for k in state["model"])
+    run_stage_main("train", resumed)
+    whole, again = (root / n / "model" / "model.safetensors" for n in ("lora-whole",
+                                                                        "lora-resumed"))
+    assert whole.read_bytes() == again.read_bytes()
+
+
+def test_an_untrained_pooler_trains_with_lora_and_a_trained_one_stays_frozen(tmp_path):
+    """A masked-LM checkpoint has no pooler weights: with adapters on query/value only,
+    its random pooler would stay frozen, so it trains with the head."""
+    from transformers import BertConfig, BertModel
+
+    from finetuning.config import Lora
+    from finetuning.training.lora import trainable_parameters, with_lora
+
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    counts = {}
+    for pooled in (True, False):
+        folder = tmp_path / str(pooled)
+        BertModel(config, add_pooling_layer=pooled).save_pretrained(folder)
+        model = with_lora(load_classifier(folder, ["a", "b", "c"]), Lora(r=4), folder)
+        counts[pooled] = trainable_parameters(model)
+    adapters, head, pooler = 2 * (4 * 16 + 16 * 4), 16 * 3 + 3, 16 * 16 + 16
+    assert counts == {True: adapters + head, False: adapters + head + pooler}

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import time
 from dataclasses import replace
 
 import yaml
@@ -16,7 +13,8 @@ from finetuning.config import config_from_dict
 from finetuning.monitoring.events import load_events
 from finetuning.training.checkpoint import (CHECKPOINT, fingerprint, load_checkpoint,
                                             save_checkpoint)
-from tests.conftest import BIN, paths_under, run, tiny_params, write_params
+from tests.conftest import (BIN, kill_after_checkpoint, paths_under, run, tiny_params,
+                            write_params)
 
 MODEL = "models/trained/model.safetensors"
 
@@ -24,17 +22,7 @@ MODEL = "models/trained/model.safetensors"
 def kill_after_first_checkpoint(repo, *args: str) -> None:
     """Start `dvc repro <args>`, SIGKILL its process group once a checkpoint exists."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro", *args], cwd=repo, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (repo / "checkpoints" / CHECKPOINT).exists():
-            assert proc.poll() is None, "training finished before a checkpoint was seen"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_after_checkpoint(["dvc", "repro", *args], repo, repo / "checkpoints" / CHECKPOINT, env)
 
 
 def test_killed_training_resumes_exactly_and_reruns_repeat(reproduced_repo):

@@ -18,13 +18,13 @@ from ruamel.yaml import YAML, YAMLError
 
 from finetuning.config.checks import build
 from finetuning.config.sections import (OOD_PREFIX, SOURCE_FILE, Baseline, Evaluate, Export,
-                                        Fetch, Paths, Prepare, Report, Tensorboard, Tokenize,
-                                        Train)
+                                        Fetch, Lora, Paths, Prepare, Report, Tensorboard,
+                                        Tokenize, Train)
 from finetuning.errors import ConfigError
 
 __all__ = ["OOD_PREFIX", "PARAMS_FILE", "SOURCE_FILE", "Baseline", "Config", "ConfigError",
-           "Evaluate", "Export", "Fetch", "Paths", "Prepare", "Report", "Tensorboard", "Tokenize",
-           "Train", "config_from_dict", "load_config", "read_params"]
+           "Evaluate", "Export", "Fetch", "Lora", "Paths", "Prepare", "Report", "Tensorboard",
+           "Tokenize", "Train", "config_from_dict", "load_config", "read_params"]
 
 PARAMS_FILE = "params.yaml"
 

@@ -94,6 +94,31 @@ class Tokenize:
               self.max_length)
 
 
+@dataclass(frozen=True)
+class Lora:
+    """LoRA adapters (`train.method: lora`, through peft): rank, scale, dropout, which
+    linear layers get adapters (module name suffixes, or ["all-linear"]), and the
+    learning rate of the adapters and the head (LoRA wants a higher one than full
+    fine-tuning)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    learning_rate: float = 5e-4
+
+    def validate(self) -> None:
+        check(self.r >= 1, "train.lora.r", "an integer >= 1", self.r)
+        check(self.alpha >= 1, "train.lora.alpha", "an integer >= 1", self.alpha)
+        check(0 <= self.dropout < 1, "train.lora.dropout", "a fraction in [0, 1)", self.dropout)
+        check(bool(self.target_modules) and all(m.strip() for m in self.target_modules),
+              "train.lora.target_modules", "a non-empty list of module names",
+              self.target_modules)
+        check(0 < self.learning_rate < 1, "train.lora.learning_rate", "a float in (0, 1)",
+              self.learning_rate)
+
+
+METHODS = ("full", "lora")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")  # after the warmup
 SELECTIONS = ("last", "best")
@@ -125,6 +150,8 @@ class Train:
     select_metric: str = "accuracy"
     patience: int = 0
     calibrate: bool = True
+    method: str = "full"
+    lora: Lora = field(default_factory=Lora)
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "grad_accum_steps", "num_processes", "nnodes"):
@@ -147,6 +174,7 @@ class Train:
               self.schedule)
         check(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}",
               self.precision)
+        check(self.method in METHODS, "train.method", f"one of {METHODS}", self.method)
         check(self.select in SELECTIONS, "train.select", f"one of {SELECTIONS}", self.select)
         check(self.select_metric in SELECT_METRICS, "train.select_metric",
               f"one of {SELECT_METRICS} (of the validation split)", self.select_metric)

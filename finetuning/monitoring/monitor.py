@@ -19,13 +19,15 @@ from finetuning.reporting.document import table_markdown
 from finetuning.reporting.figures import confusion_figure
 from finetuning.reporting.mistakes import mistakes_table
 
-LAYER = re.compile(r"^(?:[a-z_]+\.)?(embeddings|encoder\.layer\.\d+|pooler|classifier)")
+LAYER = re.compile(r"(?:^|\.)(embeddings|encoder\.layer\.\d+|pooler|classifier)(?:\.|$)")
 
 
 def layer_group(name: str) -> str:
-    """Histogram group of a parameter: embeddings, encoder.layer.N, pooler, classifier."""
-    match = LAYER.match(name)
-    return match.group(1) if match else name.split(".")[0]
+    """Histogram group of a parameter: embeddings, encoder.layer.N, pooler, classifier;
+    a LoRA adapter's `lora/encoder.layer.N`."""
+    match = LAYER.search(name)
+    group = match.group(1) if match else name.split(".")[0]
+    return f"lora/{group}" if ".lora_" in name else group
 
 
 def grouped_parameters(model: torch.nn.Module, grads: bool) -> dict[str, torch.Tensor]:
@@ -46,10 +48,14 @@ class Monitor:
         self.labels = cfg.prepare.labels
         self.val_texts = val_texts
 
-    def start(self, step: int) -> None:
-        """The resolved config, as run, at the first step."""
+    def start(self, step: int, model: torch.nn.Module) -> None:
+        """The resolved config, as run, and the parameter counts, at the first step."""
         resolved = {k: v for k, v in asdict(self.cfg).items() if k != "paths"}
         self.writer.text("config", "```json\n" + json.dumps(resolved, indent=2) + "\n```", step)
+        params = list(model.parameters())
+        self.writer.scalars({"parameters": sum(p.numel() for p in params),
+                             "trainable_parameters": sum(p.numel() for p in params
+                                                         if p.requires_grad)}, step, "model/")
 
     def histograms_due(self, step: int) -> bool:
         """Whether this optimizer step logs histograms."""

@@ -11,7 +11,7 @@ from finetuning.monitoring.writer import MetricsWriter
 
 HPARAM_KEYS = ("learning_rate", "batch_size", "epochs", "warmup", "schedule", "weight_decay",
                "grad_accum_steps", "precision", "seed", "max_grad_norm", "select",
-               "select_metric", "patience", "calibrate")
+               "select_metric", "patience", "calibrate", "method")
 
 
 def write_scores_run(logdir: str | Path, cfg: Config, step: int,
@@ -25,6 +25,8 @@ def write_scores_run(logdir: str | Path, cfg: Config, step: int,
         if cfg.tensorboard.hparams:
             params = {k: getattr(cfg.train, k) for k in HPARAM_KEYS}
             params["max_length"] = cfg.tokenize.max_length
+            if cfg.train.method == "lora":
+                params["lora_r"] = cfg.train.lora.r
             metrics = {f"hparam/{split}_{m}": report[m] for split, report in reports.items()
                        for m in ("accuracy", "f1", "loss", "ece")}
             writer.hparams(params, metrics, step)

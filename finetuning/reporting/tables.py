@@ -35,7 +35,11 @@ def sources_table(source: dict) -> Table:
 
 def training_table(train: dict) -> Table:
     """The train stage's figures (metrics/train.json)."""
-    rows = [("parameters", train.get("num_parameters")), ("optimizer steps", train.get("steps")),
+    rows = [("parameters", train.get("num_parameters")),
+            ("method", train.get("method")),
+            ("trainable parameters", train.get("trainable_parameters")),
+            ("adapter size (MB)", train.get("adapter_mb")),
+            ("optimizer steps", train.get("steps")),
             ("epochs", train.get("epochs")),
             ("train wall time (s)", train.get("train_seconds")),
             ("samples/s", train.get("samples_per_second")),

@@ -40,6 +40,23 @@ def fingerprint(cfg: Config) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state entries training changes: every parameter for full fine-tuning, the
+    adapters and the head for LoRA. What a checkpoint and the kept best step hold."""
+    names = {name for name, param in model.named_parameters() if param.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
+
+
+def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `trainable_state`'s output; every trainable parameter must be in it."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    if unexpected or trainable & set(missing):
+        raise ValueError(f"saved weights do not fit the model: missing "
+                         f"{sorted(trainable & set(missing))[:3]}, unexpected "
+                         f"{sorted(unexpected)[:3]}")
+
+
 def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
     """Write `state` atomically (a kill mid-write leaves the previous checkpoint intact)."""
     folder = Path(folder)

@@ -20,7 +20,8 @@ from finetuning.errors import StageError
 from finetuning.inference.model import predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.monitor import Monitor
-from finetuning.training.checkpoint import fingerprint, save_checkpoint
+from finetuning.training.checkpoint import (fingerprint, load_trainable, save_checkpoint,
+                                            trainable_state)
 from finetuning.training.runtime import Runtime, autocast, grad_scaler
 from finetuning.training.schedule import (accumulation, build_optimizer, build_scheduler,
                                           steps_per_epoch)
@@ -87,8 +88,9 @@ class Trainer:
         self.num_labels = len(cfg.prepare.labels)
         self.total = steps_per_epoch(len(self.epoch_batches(0)), self.tcfg.grad_accum_steps) \
             * self.tcfg.epochs
-        optimizer = build_optimizer(model, self.tcfg.learning_rate, self.tcfg.weight_decay,
-                                    runtime.device)
+        rate = self.tcfg.lora.learning_rate if self.tcfg.method == "lora" \
+            else self.tcfg.learning_rate
+        optimizer = build_optimizer(model, rate, self.tcfg.weight_decay, runtime.device)
         self.optim = Optim(optimizer, build_scheduler(optimizer, self.tcfg, self.total),
                            grad_scaler(runtime, self.tcfg.precision), self.tcfg.max_grad_norm)
         self.model = DistributedDataParallel(model) if runtime.distributed else model
@@ -115,7 +117,7 @@ class Trainer:
         """Run the remaining epochs; return the run's figures."""
         started = time.perf_counter() - self.progress.train_seconds
         if self.progress.step == 0:
-            self.monitor.start(0)
+            self.monitor.start(0, self.module)
         with tqdm(total=self.total, initial=self.progress.step, desc="train", unit="step",
                   disable=not self.runtime.is_main) as bar:
             for epoch in range(self.progress.epoch, self.tcfg.epochs):
@@ -204,7 +206,7 @@ class Trainer:
             return
         self.monitor.writer.flush()
         save_checkpoint(self.cfg.paths.checkpoints, {
-            "fingerprint": self.fingerprint, "model": self.module.state_dict(),
+            "fingerprint": self.fingerprint, "model": trainable_state(self.module),
             "optimizer": self.optim.optimizer.state_dict(),
             "scheduler": self.optim.scheduler.state_dict(),
             "scaler": self.optim.scaler.state_dict(), "rng": torch.get_rng_state(),
@@ -216,7 +218,7 @@ class Trainer:
 
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint made by `checkpoint` under the same fingerprint."""
-        self.module.load_state_dict(state["model"])
+        load_trainable(self.module, state["model"])
         self.optim.optimizer.load_state_dict(state["optimizer"])
         self.optim.scheduler.load_state_dict(state["scheduler"])
         self.optim.scaler.load_state_dict(state["scaler"])

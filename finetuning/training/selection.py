@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from finetuning.training.checkpoint import load_trainable, trainable_state
+
 LOWER_IS_BETTER = ("loss",)
 
 
@@ -44,7 +46,7 @@ class Selection:
             self.step, self.report, self.logits = step, report, logits
             if self.select == "best" and keep_weights:
                 self.weights = {k: v.detach().to("cpu", copy=True)
-                                for k, v in model.state_dict().items()}
+                                for k, v in trainable_state(model).items()}
 
     @property
     def exhausted(self) -> bool:
@@ -54,7 +56,7 @@ class Selection:
     def restore(self, model: torch.nn.Module) -> None:
         """Load the chosen weights into `model` (nothing to do for `select: last`)."""
         if self.weights is not None:
-            model.load_state_dict(self.weights)
+            load_trainable(model, self.weights)
 
     def why(self, last_step: int) -> str:
         """One line for train.json, TensorBoard and the report."""

@@ -24,6 +24,7 @@ from finetuning.outputs import atomic_dir
 from finetuning.provenance import hardware
 from finetuning.training.calibration import fit_temperature, fold_temperature
 from finetuning.training.checkpoint import fingerprint, load_checkpoint
+from finetuning.training.lora import merge_lora, trainable_parameters, with_lora
 from finetuning.training.loop import Trainer
 from finetuning.training.runtime import Runtime, quiet_unless_main
 
@@ -37,7 +38,10 @@ def build_trainer(cfg: Config, runtime: Runtime) -> tuple[Trainer, PreTrainedTok
     torch.manual_seed(cfg.train.seed)
     splits = load_splits(paths.tokenized)
     tokenizer = load_tokenizer(paths.base_model)
-    model = load_classifier(paths.base_model, cfg.prepare.labels).to(runtime.device)
+    model = load_classifier(paths.base_model, cfg.prepare.labels)
+    if cfg.train.method == "lora":
+        model = with_lora(model, cfg.train.lora, paths.base_model)
+    model = model.to(runtime.device)
     torch.manual_seed(cfg.train.seed + runtime.rank)  # each rank its own dropout masks
     texts = read_texts(paths.prepared, "validation")
     state = load_checkpoint(paths.checkpoints, fingerprint(cfg)) if runtime.is_main else None
@@ -72,7 +76,9 @@ def run_training(trainer: Trainer) -> tuple[dict, dict]:
             ran = finish(trainer, summary)
     finally:
         trainer.monitor.writer.close()
-    ran.update(num_parameters=module.num_parameters(), device=runtime.device.type,
+    summary["trainable_parameters"] = trainable_parameters(module)
+    ran.update(method=cfg.train.method, num_parameters=module.num_parameters(),
+               device=runtime.device.type,
                world_size=runtime.world_size, precision=cfg.train.precision,
                hardware=hardware())
     return summary, ran
@@ -133,5 +139,6 @@ def save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     where training did."""
     tokenizer.model_max_length = max_length
     with atomic_dir(target) as out:
+        model = merge_lora(model, out)  # LoRA: the adapter saved in out/adapter, merged
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
