@@ -15,9 +15,8 @@ from pathlib import Path
 from finetuning.config import Config
 from finetuning.monitoring.drift import copy_reference
 from finetuning.outputs import atomic_dir
-from finetuning.provenance import git_state
 from finetuning.reporting.card import model_card
-from finetuning.reporting.records import load_records, require
+from finetuning.reporting.records import load_records, require, run_commit
 from finetuning.stage import run_stage
 
 log = logging.getLogger("stages.card")
@@ -28,10 +27,7 @@ def card(cfg: Config) -> None:
     paths = cfg.paths
     require([paths.trained], "model card")
     records = load_records(paths, "model card")
-    commit = git_state(["dvc.lock", paths.plots, paths.prepare_metrics, paths.tokenize_metrics,
-                        paths.train_metrics, paths.train_run,
-                        paths.eval_metrics, paths.eval_classes, paths.baseline_metrics,
-                        paths.export_metrics])
+    commit = run_commit(paths)
     with atomic_dir(paths.finetuned) as out:
         shutil.copytree(paths.trained, out, dirs_exist_ok=True)
         copy_reference(Path(paths.predictions), out)

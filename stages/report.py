@@ -11,8 +11,8 @@ import logging
 
 from finetuning.config import Config
 from finetuning.outputs import atomic_dir
-from finetuning.provenance import git_state
 from finetuning.reporting.plots import curves_of, export_plots
+from finetuning.reporting.records import run_commit
 from finetuning.reporting.report import write_report
 from finetuning.reporting.run import load_run
 from finetuning.reporting.sections import build_sections
@@ -26,10 +26,7 @@ def report(cfg: Config) -> None:
     paths = cfg.paths
     run = load_run(paths)
     curves = curves_of(run.predictions, cfg.prepare.labels)
-    commit = git_state(["dvc.lock", paths.plots, paths.prepare_metrics, paths.tokenize_metrics,
-                        paths.train_metrics, paths.train_run,
-                        paths.eval_metrics, paths.eval_classes, paths.baseline_metrics])
-    sections = build_sections(run, cfg, commit, curves)
+    sections = build_sections(run, cfg, run_commit(paths), curves)
     with atomic_dir(paths.plots) as plots_out, atomic_dir(paths.reports) as report_out:
         export_plots(run.scalars, run.predictions, curves, plots_out)
         size = write_report(sections, report_out)

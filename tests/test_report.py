@@ -25,9 +25,7 @@ from tensorboardX import SummaryWriter
 
 from finetuning.config import Config, config_from_dict
 from finetuning.monitoring.events import read_scalars
-from finetuning.metrics import expected_calibration_error
 from finetuning.provenance import git_state
-from finetuning.reporting.sections import prediction_arrays
 from finetuning.reporting.document import Section, Table, to_html, to_markdown
 from finetuning.reporting.plots import curve_areas, positive_scores, read_series
 from tests.conftest import BIN, ROOT, paths_under, repo_params, run, run_stage_main, write_params
@@ -111,7 +109,8 @@ def write_inputs(root: Path) -> Config:
                                               "loss_after": 0.375}},
         paths.train_run: {"num_parameters": 1234567, "device": "cpu", "world_size": 1,
                           "selected_by": "the best validation accuracy (0.8333)"},
-        paths.eval_metrics: {"test": {**SCORES, "accuracy": 0.8333}, "ood": {"other": SCORES}},
+        paths.eval_metrics: {"test": {**SCORES, "accuracy": 0.8333, "ece": 0.2125},
+                             "ood": {"other": SCORES}},
         paths.eval_classes: {"test": {"negative": {"precision": 0.75, "recall": 1.0,
                                                    "f1": 0.8571, "support": 3},
                                       "positive": {"precision": 1.0, "recall": 0.6667,
@@ -187,8 +186,7 @@ def test_report_shows_the_kept_step_calibration_and_classes(made):
     assert "validation ECE 0.1250 → 0.0312, log-loss 0.5000 → 0.3750" in text
     assert "| test | negative | 0.7500 | 1.0000 | 0.8571 | 3 |" in text
     assert "| test | positive | 1.0000 | 0.6667 | 0.8000 | 3 |" in text
-    truth, probs = prediction_arrays(PREDICTIONS, ["negative", "positive"])
-    assert f"Test split: ECE {expected_calibration_error(probs, truth):.4f}." in text
+    assert "Test split (`metrics/eval.json`): ECE 0.2125." in text  # scored once, by evaluate
     reliability = PILImage.open(Path(made.paths.reports) / "reliability.png")
     assert reliability.size == (500, 550) and "![reliability diagram](reliability.png)" in text
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from finetuning.config import Paths
 from finetuning.errors import StageError
 from finetuning.outputs import read_json
+from finetuning.provenance import git_state
 
 
 @dataclass
@@ -32,6 +33,12 @@ def record_files(paths: Paths) -> list[Path]:
                               paths.tokenize_metrics, paths.train_metrics, paths.train_run,
                               paths.eval_metrics, paths.eval_classes, paths.baseline_metrics,
                               paths.export_metrics)]
+
+
+def run_commit(paths: Paths) -> str:
+    """The commit a report or card describes, marked dirty unless only the pipeline's own
+    git-kept outputs (dvc.lock, the plot data, these records) differ from it."""
+    return git_state(["dvc.lock", paths.plots, *map(str, record_files(paths))])
 
 
 def require(files: list[Path | str], what: str) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from finetuning.config import Config, Paths
-from finetuning.metrics import confusion_matrix, expected_calibration_error, reliability
+from finetuning.metrics import confusion_matrix, reliability
 from finetuning.provenance import hardware
 from finetuning.reporting.document import MISSING, Image, Section, Table, fmt
 from finetuning.reporting.figures import confusion_figure, curves_figure, pr_roc_figure, to_png
@@ -127,8 +127,9 @@ def calibration_section(run: RunData, labels: list[str]) -> Section:
             f"{fitted['ece_after']:.4f}, log-loss {fitted['loss_before']:.4f} → "
             f"{fitted['loss_after']:.4f}.")
     return Section("Calibration", [
-        told, f"Test split: ECE {expected_calibration_error(probs, truth):.4f}. Bars at the "
-        "diagonal mean a predicted probability of p is right p of the time.",
+        told, f"Test split (`metrics/eval.json`): ECE "
+        f"{fmt(run.scores.get('test', {}).get('ece'))}. Bars at the diagonal mean a "
+        "predicted probability of p is right p of the time.",
         Image("reliability.png", reliability_figure(reliability(probs, truth),
                                                     "reliability (test)"),
               "reliability diagram")])
