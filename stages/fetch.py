@@ -4,7 +4,8 @@ Everything after this stage is offline. Layout written:
     <raw_data>/main/<tables>          the labelled data to split
     <raw_data>/ood/<name>/<tables>    out-of-domain evaluation sets
     <raw_data>/source.json            what was fetched, with archive sha256s
-    <base_model>/                     a Hugging Face model folder
+    <base_model>/                     a Hugging Face model folder, with the sha256 of its
+                                      weights in weights.sha256 (train's resume check)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 from finetuning.config import SOURCE_FILE, Config
 from finetuning.data.fetching import fetch_all
 from finetuning.data.sources import archive_cache
+from finetuning.digest import record_weights_digest
 from finetuning.outputs import atomic_dir, write_json
 from finetuning.stage import run_stage
 
@@ -25,6 +27,7 @@ def fetch(cfg: Config) -> None:
     with atomic_dir(paths.raw_data) as raw, atomic_dir(paths.base_model) as model:
         provenance = fetch_all(cfg.fetch, raw, model, archive_cache())
         write_json(raw / SOURCE_FILE, provenance)
+        record_weights_digest(model)
     log.info("fetched data into %s and model into %s", paths.raw_data, paths.base_model)
 
 

@@ -26,17 +26,15 @@ def train(cfg: Config) -> None:
         launch_distributed(cfg.train, module="stages.train")
         return
     runtime = init_runtime(cfg.train.threads)
-    try:
-        trainer, tokenizer = build_trainer(cfg, runtime)
-        summary, ran = run_training(trainer)
-        if runtime.is_main:
-            save_model(trainer.module, tokenizer, cfg.paths.trained, cfg.tokenize.max_length)
-            ran["adapter_mb"] = adapter_size_mb(cfg.paths.trained)
-            write_json(cfg.paths.train_run, ran)
-            write_json(cfg.paths.train_metrics, summary)
-            clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
-    finally:
-        shutdown(runtime)
+    trainer, tokenizer = build_trainer(cfg, runtime)
+    summary, ran = run_training(trainer)
+    if runtime.is_main:
+        save_model(trainer.module, tokenizer, cfg.paths.trained, cfg.tokenize.max_length)
+        ran["adapter_mb"] = adapter_size_mb(cfg.paths.trained)
+        write_json(cfg.paths.train_run, ran)
+        write_json(cfg.paths.train_metrics, summary)
+        clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
+    shutdown(runtime)  # not on an error: that rank exits and torchrun stops the rest
 
 
 @record

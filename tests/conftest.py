@@ -2,6 +2,7 @@
 throw-away copy of the repository configured to use them (no network anywhere)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import runpy
@@ -206,3 +207,25 @@ def kill_after_checkpoint(command: list[str], cwd: Path, checkpoint: Path,
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def run_bounded(command: list[str], cwd: Path, timeout: float,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `command` in its own process group. Past `timeout` seconds, ask the group for
+    its Python stacks (SIGUSR1: DDP ranks print theirs, see training/runtime.py), kill it
+    and fail with the end of its output, so a hang says where it hung."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGUSR1)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{command} ran past {timeout} s; its stacks and output:\n"
+                             f"{out[-2000:]}\n{err[-8000:]}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of it outlives the test
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from finetuning.config import load_config
 from finetuning.data.tokenization import tokenize_splits
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.monitoring.events import load_events
-from tests.conftest import ROOT, make_sentences
+from tests.conftest import ROOT, make_sentences, paths_under
 
 
 def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -170,8 +171,9 @@ def tiny_benchmark_params(tmp_path, tiny_model) -> Path:
     tokenized = tmp_path / "tokenized"
     tokenize_splits(prepared, load_tokenizer(tiny_model), 16).save_to_disk(str(tokenized))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["paths"].update(base_model=str(tiny_model), prepared=str(prepared),
-                           tokenized=str(tokenized))
+    params["paths"] = paths_under(tmp_path)  # inside the params file's folder, as required
+    params["paths"].update(base_model=str(shutil.copytree(tiny_model, tmp_path / "model")),
+                           prepared=str(prepared), tokenized=str(tokenized))
     params["tokenize"]["max_length"] = 16
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))

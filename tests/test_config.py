@@ -1,4 +1,7 @@
 """params.yaml validation: every mistake names its key and what is allowed."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,9 +69,62 @@ def test_load_config_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["3e-05", "3E-5", "1.0e-4", "2e+3"])
-def test_exponent_floats_without_a_dot_are_numbers(tmp_path, text):
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path, monkeypatch, text):
     """DVC (`dvc exp run -S train.learning_rate=3e-5`) writes 3e-05, which YAML 1.1 (PyYAML)
     reads as a string; params.yaml is read as YAML 1.2, as DVC reads it."""
+    monkeypatch.chdir(tmp_path)  # stages run where params.yaml is
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(with_repo_paths({})) + f"train:\n  weight_decay: {text}\n")
     assert load_config(path).train.weight_decay == float(text)
+
+
+def params_in(folder: Path, **paths: str) -> Path:
+    """A params.yaml in `folder`: the repository's, with some `paths` changed."""
+    params = repo_params()
+    params["paths"].update(paths)
+    target = folder / "params.yaml"
+    target.write_text(yaml.safe_dump(params, sort_keys=False))
+    return target
+
+
+@pytest.mark.parametrize("paths, message", [
+    ({"tensorboard": "flows"}, "paths.tensorboard: 'flows' is inside 'flows', part of the "
+                               "project itself"),
+    ({"checkpoints": ".git/x"}, "paths.checkpoints: '.git/x' is inside '.git'"),
+    ({"checkpoints": "/"}, "paths.checkpoints: '/' resolves to /, outside the project"),
+    ({"reports": "../reports"}, "paths.reports: '../reports' resolves to"),
+    ({"onnx": "."}, "paths.onnx: '.' resolves to"),
+    ({"eval_metrics": "dvc.yaml"}, "paths.eval_metrics: 'dvc.yaml' is inside 'dvc.yaml'"),
+    ({"plots": "logs"}, "paths.tensorboard"),
+    ({"plots": "logs"}, "and paths.plots"),
+    ({"trained": "models/finetuned"}, "paths.trained"),
+])
+def test_paths_stay_inside_the_project_clear_of_code_and_each_other(tmp_path, monkeypatch,
+                                                                    paths, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(params_in(tmp_path, **paths))
+    assert message in str(err.value)
+
+
+def test_absolute_paths_inside_and_linked_folders_are_fine(tmp_path, monkeypatch):
+    project, disk = tmp_path / "project", tmp_path / "big-disk"
+    project.mkdir()
+    disk.mkdir()
+    (project / "data").symlink_to(disk)  # data on another disk
+    monkeypatch.chdir(project)
+    cfg = load_config(params_in(project, onnx=str(project / "models/onnx")))
+    assert cfg.paths.onnx == str(project / "models/onnx")
+    assert cfg.paths.raw_data == "data/raw"
+
+
+def test_a_stage_refuses_a_path_into_code_and_deletes_nothing(tmp_path):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "pipeline.py").write_text("code\n")
+    params_in(tmp_path, tensorboard="flows")
+    result = subprocess.run([sys.executable, "-m", "stages.train", "--params", "params.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0
+    assert "paths.tensorboard: 'flows' is inside 'flows'" in result.stderr
+    assert (tmp_path / "flows" / "pipeline.py").read_text() == "code\n"

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from finetuning.config import load_config
 from finetuning.data.batching import load_splits
 from finetuning.inference.model import load_classifier, predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.events import read_scalars
 from finetuning.training.checkpoint import CHECKPOINT
+from finetuning.training.runtime import init_runtime
+from finetuning.training.session import build_trainer
 
 from tests.conftest import (ROOT, kill_after_checkpoint, make_sentences, paths_under,
                             run_stage_main, tiny_params, write_params)
@@ -50,7 +53,7 @@ def train_params(root: Path, params: dict, name: str, **train: object) -> Path:
                         "checkpoints": str(root / name / "ckpt"),
                         "train_metrics": str(root / name / "train.json"),
                         "train_run": str(root / name / "train_run.json")}}
-    return write_params(params, root / name / "params.yaml")
+    return write_params(params, root / f"{name}.yaml")  # paths inside its folder
 
 
 def train(root: Path, params: dict, name: str, **train: object) -> dict:
@@ -67,6 +70,18 @@ def saved_validation(root: Path, name: str, params: dict) -> dict:
     model = load_classifier(root / name / "model")
     logits = predict_logits(model, split, 64, 0, torch.device("cpu"))
     return classification_report(logits, split.labels, 2)
+
+
+def test_training_runs_with_dropout_on(learnable):
+    """from_pretrained gives a model in eval mode (no dropout): train switches it to train
+    mode, and a validation pass in between leaves it there."""
+    root, params = learnable
+    trainer, _ = build_trainer(load_config(train_params(root, params, "dropout")),
+                               init_runtime())
+    assert all(module.training for module in trainer.module.modules())
+    trainer.validate(1)
+    assert all(module.training for module in trainer.module.modules())
+    trainer.monitor.writer.close()
 
 
 def test_a_tiny_bert_learns_a_learnable_task(learnable):

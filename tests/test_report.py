@@ -349,6 +349,14 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tm
 
     out = run_block(tiny_repo, commits)
     assert "train.learning_rate" in out and "metrics/eval.json" in out
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], tiny_repo).stdout)
+    # (not test.loss: the tiny run stays at chance, and a calibration temperature at its
+    # bound makes both test losses ln 2 exactly)
+    loss = diff["metrics/train.json"]["final_train_loss"]
+    assert loss["old"] != loss["new"] and loss["diff"] == loss["new"] - loss["old"]
+    params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "--json"], tiny_repo).stdout)
+    lr = params["params.yaml"]["train.learning_rate"]
+    assert (lr["old"], lr["new"]) == (1e-3, 2e-4)
     assert run(["git", "ls-files", "plots"], tiny_repo).stdout.count("\n") >= 8
     diff = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json"], tiny_repo).stdout)
     rows = plot_rows(diff, "loss")

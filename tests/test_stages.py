@@ -145,11 +145,13 @@ def test_runs_are_deterministic(run_dir, tmp_path):
     """Same params and seed on CPU: the same trained weights, hence the same metrics."""
     root, cfg = run_dir
     params = config_params(root)
-    params["paths"].update(trained=str(tmp_path / "m"), tensorboard=str(tmp_path / "tb"),
-                           train_metrics=str(tmp_path / "t.json"))
-    run_stage_main("train", write_params(params, tmp_path / "params.yaml"))
+    again = root / f"again-{tmp_path.name}"  # the run's own folder: paths stay inside it
+    params["paths"].update(trained=str(again / "m"), tensorboard=str(again / "tb"),
+                           train_metrics=str(again / "t.json"),
+                           train_run=str(again / "r.json"), checkpoints=str(again / "ck"))
+    run_stage_main("train", write_params(params, root / f"{again.name}.yaml"))
     first = load_file(Path(cfg.paths.trained) / "model.safetensors")
-    second = load_file(tmp_path / "m" / "model.safetensors")
+    second = load_file(again / "m" / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 

@@ -2,6 +2,7 @@
 
     sections.py  the sections (paths, fetch, prepare, tokenize, train, ...) and their ranges
     checks.py    building dataclasses from mappings: unknown keys, types, missing keys
+    paths.py     `paths.*` inside the project, clear of its code and of each other
 
 An unknown key, a wrong type or an out-of-range value raises `ConfigError` naming the key
 (`train.learning_rate`) and what is allowed, so a typo never silently falls back to a
@@ -17,6 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML, YAMLError
 
 from finetuning.config.checks import build
+from finetuning.config.paths import check_paths
 from finetuning.config.sections import (OOD_PREFIX, SOURCE_FILE, Baseline, Evaluate, Export,
                                         Fetch, Lora, Paths, Prepare, Report, Tensorboard,
                                         Tokenize, Train)
@@ -62,9 +64,12 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def load_config(path: str | Path = PARAMS_FILE) -> Config:
-    """Read and validate params.yaml; raise ConfigError naming the file and key on failure."""
+    """Read and validate params.yaml (its `paths` inside the folder it is in); raise
+    ConfigError naming the file and key on failure."""
     raw = read_params(path)
     try:
-        return config_from_dict(raw)
+        cfg = config_from_dict(raw)
+        check_paths(cfg.paths, Path(path).parent)
+        return cfg
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -18,25 +18,30 @@ from typing import Any
 import torch
 
 from finetuning.config import Config
+from finetuning.digest import weights_digest
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change the numbers a run produces, so a resume may differ in them.
+# The topology keys are among them, but the world size they make is not: it sets each
+# rank's data shard and the number of steps.
 NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "threads", "nnodes", "node_rank", "rdzv_endpoint",
-                      "calibrate")  # calibration comes after the last step
+                      "num_processes", "calibrate")  # calibration comes after the last step
 
 
 def fingerprint(cfg: Config) -> str:
-    """Hash of the params, data and base model that determine training."""
+    """Hash of the params, world size, data and base model (config and weights' content)
+    that determine training."""
     train = {k: v for k, v in asdict(cfg.train).items() if k not in NEUTRAL_TRAIN_KEYS}
-    parts = [json.dumps({"train": train, "labels": cfg.prepare.labels,
+    world_size = cfg.train.num_processes * cfg.train.nnodes
+    parts = [json.dumps({"train": train, "world_size": world_size,
+                         "labels": cfg.prepare.labels,
                          "tensorboard": asdict(cfg.tensorboard)}, sort_keys=True)]
     tokenized = Path(cfg.paths.tokenized)
     parts += [p.read_text() for p in sorted(tokenized.glob("*/state.json"))]
     base = Path(cfg.paths.base_model)
-    parts.append((base / "config.json").read_text())
-    parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(base.glob("*.safetensors"))]
+    parts += [(base / "config.json").read_text(), weights_digest(base)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

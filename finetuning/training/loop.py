@@ -200,8 +200,14 @@ class Trainer:
         self.stopped_early = stop[0]
 
     def checkpoint(self) -> None:
-        """Save everything needed to resume (rank 0 only)."""
+        """Save everything needed to resume (rank 0 writes; every rank's own random state
+        and window sums go in, so each rank resumes exactly)."""
         self.progress.checkpoint_step = self.progress.step
+        ranks = [self.rank_state()]
+        if self.runtime.distributed:
+            gathered = [None] * self.runtime.world_size if self.runtime.is_main else None
+            torch.distributed.gather_object(ranks[0], gathered, dst=0)
+            ranks = gathered
         if not self.runtime.is_main:
             return
         self.monitor.writer.flush()
@@ -209,24 +215,30 @@ class Trainer:
             "fingerprint": self.fingerprint, "model": trainable_state(self.module),
             "optimizer": self.optim.optimizer.state_dict(),
             "scheduler": self.optim.scheduler.state_dict(),
-            "scaler": self.optim.scaler.state_dict(), "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.runtime.device)
-            if self.runtime.device.type == "cuda" else None,
-            "window": self.window.state_dict(), "progress": asdict(self.progress),
-            "selection": self.selection.state_dict()})
+            "scaler": self.optim.scaler.state_dict(), "ranks": ranks,
+            "progress": asdict(self.progress), "selection": self.selection.state_dict()})
         log.info("checkpoint at step %d", self.progress.step)
 
+    def rank_state(self) -> dict:
+        """This rank's dropout random state and log-window sums (on the CPU)."""
+        cuda = self.runtime.device.type == "cuda"
+        return {"rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.runtime.device) if cuda else None,
+                "window": {k: v.cpu() if isinstance(v, torch.Tensor) else v
+                           for k, v in self.window.state_dict().items()}}
+
     def resume(self, state: dict) -> None:
-        """Continue from a checkpoint made by `checkpoint` under the same fingerprint."""
+        """Continue from a checkpoint made by `checkpoint` under the same fingerprint (so
+        the same world size: one saved rank state per rank)."""
         load_trainable(self.module, state["model"])
         self.optim.optimizer.load_state_dict(state["optimizer"])
         self.optim.scheduler.load_state_dict(state["scheduler"])
         self.optim.scaler.load_state_dict(state["scaler"])
-        if self.runtime.is_main:
-            torch.set_rng_state(state["rng"])
-            if state.get("cuda_rng") is not None and self.runtime.device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"], self.runtime.device)
-        self.window.load_state_dict(state["window"])
+        mine = state["ranks"][self.runtime.rank]
+        torch.set_rng_state(mine["rng"])
+        if mine["cuda_rng"] is not None and self.runtime.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_rng"], self.runtime.device)
+        self.window.load_state_dict(mine["window"])
         self.progress = Progress(**state["progress"])
         self.selection.load_state_dict(state["selection"])
         log.info("resuming from the checkpoint at step %d of %d", self.progress.step, self.total)

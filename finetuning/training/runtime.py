@@ -6,13 +6,21 @@ single process. The same code path serves a laptop CPU and a multi-node GPU job.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import datetime
+import faulthandler
 import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from finetuning.errors import StageError
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -49,8 +57,36 @@ def init_runtime(threads: int = 0) -> Runtime:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # `kill -USR1 <pid>` prints where a rank is (all threads), e.g. when a run seems
+        # stuck; a collective that waits longer than FINETUNE_DIST_TIMEOUT seconds fails.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        die_with_launcher()
+        timeout = dist_timeout()
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout))
     return Runtime(device, rank, world_size)
+
+
+def die_with_launcher() -> None:
+    """On Linux, a rank never outlives the torchrun agent that started it: torchrun stops
+    its workers on SIGTERM, but a SIGKILLed agent cannot, and its workers (each in its own
+    session) would train on unseen, writing outputs under a resumed run's feet."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the agent died before prctl took effect
+        os._exit(1)
+
+
+def dist_timeout() -> float:
+    """Seconds a collective may wait (FINETUNE_DIST_TIMEOUT; torch's 30 minutes if unset)."""
+    value = os.environ.get("FINETUNE_DIST_TIMEOUT", "1800")
+    try:
+        return float(value)
+    except ValueError:
+        raise StageError(f"FINETUNE_DIST_TIMEOUT={value!r}: expected a number of seconds") \
+            from None
 
 
 def quiet_unless_main(runtime: Runtime) -> None:
@@ -69,8 +105,13 @@ def use_tf32() -> None:
 
 
 def shutdown(runtime: Runtime) -> None:
-    """Leave the process group cleanly."""
+    """Leave the process group cleanly, after a successful run only (a failing rank just
+    exits, and torchrun stops the others). The barrier first: a rank that tears down the
+    gloo group a moment after its last collective can deadlock (the gloo worker thread,
+    freeing that collective's tensors, waits for the GIL the tearing-down thread holds
+    while it joins the worker), so nothing may still be in flight."""
     if runtime.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

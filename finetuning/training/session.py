@@ -41,7 +41,7 @@ def build_trainer(cfg: Config, runtime: Runtime) -> tuple[Trainer, PreTrainedTok
     model = load_classifier(paths.base_model, cfg.prepare.labels)
     if cfg.train.method == "lora":
         model = with_lora(model, cfg.train.lora, paths.base_model)
-    model = model.to(runtime.device)
+    model = model.to(runtime.device).train()  # from_pretrained gives eval mode: no dropout
     torch.manual_seed(cfg.train.seed + runtime.rank)  # each rank its own dropout masks
     texts = read_texts(paths.prepared, "validation")
     state = load_checkpoint(paths.checkpoints, fingerprint(cfg)) if runtime.is_main else None
