@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import yaml
 
@@ -54,6 +56,17 @@ def test_checkpoint_from_other_settings_is_discarded(tmp_path, tiny_model, tiny_
     same = replace(cfg, train=replace(cfg.train, threads=2, checkpoint_every=7))
     other = replace(cfg, train=replace(cfg.train, learning_rate=2e-3))
     assert fingerprint(same) == fingerprint(cfg) != fingerprint(other)
+    # the world size counts (it sets the shards and the steps), not how it is made up
+    two = [replace(cfg, train=replace(cfg.train, num_processes=n, nnodes=m))
+           for n, m in ((2, 1), (1, 2))]
+    assert fingerprint(two[0]) == fingerprint(two[1]) != fingerprint(cfg)
+    # the same architecture with other weights of the same size is another base
+    base = Path(shutil.copytree(tiny_model, tmp_path / "other-base"))
+    weights = bytearray((base / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (base / "model.safetensors").write_bytes(bytes(weights))
+    assert fingerprint(replace(cfg, paths=replace(cfg.paths, base_model=str(base)))) \
+        != fingerprint(cfg)
 
     save_checkpoint(cfg.paths.checkpoints, {"fingerprint": fingerprint(cfg), "progress": {}})
     assert load_checkpoint(cfg.paths.checkpoints, fingerprint(same)) is not None

@@ -1,6 +1,7 @@
 """Smoke test of every stage's entry point in order, on the tiny model and ~60 rows."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -37,8 +38,12 @@ def test_fetch_copies_data_and_model(run_dir):
     raw = Path(cfg.paths.raw_data)
     assert [p.name for p in (raw / "main").iterdir()] == ["000-reviews.csv"]
     assert (raw / "ood" / "synthetic").is_dir()
-    assert (Path(cfg.paths.base_model) / "model.safetensors").is_file()
+    base = Path(cfg.paths.base_model)
+    assert (base / "model.safetensors").is_file()
     assert json.loads((raw / "source.json").read_text())["model"]["source"] == cfg.fetch.model
+    # the weights' sha256, recorded once for train's checkpoint fingerprint
+    digest = hashlib.sha256(b"model.safetensors\0" + (base / "model.safetensors").read_bytes())
+    assert (base / "weights.sha256").read_text() == digest.hexdigest() + "\n"
 
 
 def test_prepare_writes_disjoint_splits_and_counts(run_dir):
