@@ -62,10 +62,15 @@ def train_once(params: dict, method: str, seed: int, epochs: int | None, work: P
         "train_run": str(work / "train_run.json")}}
     run["train"] = {**params["train"], "method": method, "seed": seed, "checkpoint_every": 0,
                     **({"epochs": epochs} if epochs else {})}
-    (work / "params.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "--params",
-                             str(work / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    # beside `work`, in the project folder: a params file's paths must lie inside its folder
+    run_params = work.with_suffix(".yaml")
+    run_params.write_text(yaml.safe_dump(run, sort_keys=False))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.train", "--params",
+                                 str(run_params)], cwd=ROOT, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        run_params.unlink()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{method} seed {seed}: train exited with {proc.returncode}")
@@ -116,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write runs and medians here")
     args = parser.parse_args(argv)
     params = yaml.safe_load(Path(args.params).read_text())
+    project = Path(args.params).resolve().parent  # the runs' outputs go inside it
     peak = matmul_peak()
     weights = linear_weights(params["paths"]["base_model"], params["prepare"]["labels"])
     runs = []
     for seed in args.seeds:
         for method in args.methods if seed % 2 == 0 else args.methods[::-1]:  # alternate
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory(dir=project, prefix=".lora_vs_full-") as tmp:
                 run = train_once(params, method, seed, args.epochs, Path(tmp))
                 run["test_accuracy"] = test_accuracy(Path(tmp) / "trained",
                                                      params["paths"]["tokenized"])

@@ -41,9 +41,11 @@ def make_sentences(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_tiny_model(folder: Path, layers: int = 2, hidden: int = 32) -> Path:
+def build_tiny_model(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
     """A random small BERT with a WordPiece vocab of the synthetic words, saved as an HF
-    folder (safetensors + fast tokenizer)."""
+    folder (safetensors + fast tokenizer). Seeded: the same weights in every session,
+    whichever tests ran before (a frozen random base decides how well LoRA can do)."""
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,10 @@ def build_tiny_model(folder: Path, layers: int = 2, hidden: int = 32) -> Path:
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=hidden * 2,
                         max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

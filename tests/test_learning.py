@@ -10,11 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from finetuning.config import load_config
 from finetuning.data.batching import load_splits
+from finetuning.inference.backends import OnnxBackend, TorchBackend
+from finetuning.inference.export import export_onnx
 from finetuning.inference.model import load_classifier, predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.events import read_scalars
@@ -162,7 +165,7 @@ def test_lora_trains_adapters_and_head_into_a_plain_folder(learnable):
     from transformers import pipeline
 
     root, params = learnable
-    figures = train(root, params, "lora", method="lora", lora=LORA, epochs=12)
+    figures = train(root, params, "lora", method="lora", lora=LORA, epochs=20)
     hidden, layers = 32, 2  # conftest.build_tiny_model
     adapters = layers * 2 * (8 * hidden + hidden * 8)  # A and B on query and value
     assert figures["trainable_parameters"] == adapters + hidden * 2 + 2  # + classifier
@@ -183,6 +186,16 @@ def test_lora_trains_adapters_and_head_into_a_plain_folder(learnable):
     unmerged = predict_logits(PeftModel.from_pretrained(base, folder / "adapter"), split, 64,
                               0, torch.device("cpu"))
     assert (merged - unmerged).abs().max() <= 1e-5
+    # the export stage's graph of the merged folder gives torch's logits
+    (root / "lora" / "onnx").mkdir()
+    graph = export_onnx(folder, root / "lora" / "onnx", opset=17)
+    rows = [split.tokens[start:end] for start, end in zip(split.offsets, split.offsets[1:])]
+    ids, mask = (np.zeros((len(rows), max(map(len, rows))), np.int64) for _ in range(2))
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], mask[i, :len(row)] = row, 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    onnx = OnnxBackend(graph, "onnx").logits(batch)
+    assert np.abs(onnx - TorchBackend(folder).logits(batch)).max() <= 1e-4
 
 
 def test_a_killed_lora_run_resumes_to_the_same_weights(learnable):

@@ -330,14 +330,16 @@ def run_block(repo: Path, script: str) -> str:
 def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tmp_path):
     """The README section's commands, as written, on the tiny repo: two committed runs
     (different learning rates) give a `dvc plots diff HEAD~1` page with both runs' curves
-    that renders offline; two named experiments compare; baseline + report take < 60 s."""
+    that renders offline; two queued experiments run side by side and compare (the Sweeps
+    section); baseline + report take < 60 s."""
     tiny_repo = reproduced_repo
     (tiny_repo / ".venv").symlink_to(BIN.parent)
     shutil.copytree(ROOT / "scripts", tiny_repo / "scripts",
                     ignore=shutil.ignore_patterns("__pycache__"))
     with open(tiny_repo / ".git" / "info" / "exclude", "a") as exclude:
         exclude.write(".venv\n")
-    show, commits, experiments = readme_blocks("Read the report and compare runs")
+    show, commits = readme_blocks("Read the report and compare runs")
+    (sweep,) = readme_blocks("Sweeps")
     run_block(tiny_repo, show)
     tracked = [*(tiny_repo / "plots").iterdir(), tiny_repo / "metrics" / "baseline.json"]
     before = {path: path.read_bytes() for path in tracked}
@@ -374,8 +376,19 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tm
         seen = load_module("check_render").render(page, tmp_path / "diff.png")
         assert seen.ok, (seen.non_white, seen.coloured)
 
-    out = run_block(tiny_repo, experiments)
+    try:
+        out = run_block(tiny_repo, sweep)  # two queued experiments, two workers
+        status = run(["dvc", "queue", "status"], tiny_repo).stdout
+        grid = run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=1e-4,3e-4",
+                    "-S", "train.epochs=2,3"], tiny_repo).stdout
+    finally:
+        run(["dvc", "queue", "stop"], tiny_repo, check=False)
     assert "lr-3e-4" in out and "lr-5e-4" in out
+    assert status.count("Success") == 2 and "Failed" not in status
+    assert grid.count("Queued experiment") == 4  # one per combination
+    run(["dvc", "queue", "remove", "--queued"], tiny_repo)
     exps = json.loads(run(["dvc", "plots", "diff", "lr-3e-4", "lr-5e-4", "--json"],
                           tiny_repo).stdout)
     assert {r["rev"] for r in plot_rows(exps, "loss")} == {"lr-3e-4", "lr-5e-4"}
+    applied = yaml.safe_load((tiny_repo / "params.yaml").read_text())  # `dvc exp apply`
+    assert applied["train"]["learning_rate"] == 3e-4
