@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from finetuning.config import load_config
-from finetuning.data.batching import load_splits
+from finetuning.data.batching import collate, load_splits
 from finetuning.inference.backends import OnnxBackend, TorchBackend
 from finetuning.inference.export import export_onnx
 from finetuning.inference.model import load_classifier, predict_logits
@@ -189,11 +189,8 @@ def test_lora_trains_adapters_and_head_into_a_plain_folder(learnable):
     # the export stage's graph of the merged folder gives torch's logits
     (root / "lora" / "onnx").mkdir()
     graph = export_onnx(folder, root / "lora" / "onnx", opset=17)
-    rows = [split.tokens[start:end] for start, end in zip(split.offsets, split.offsets[1:])]
-    ids, mask = (np.zeros((len(rows), max(map(len, rows))), np.int64) for _ in range(2))
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], mask[i, :len(row)] = row, 1
-    batch = {"input_ids": ids, "attention_mask": mask}
+    padded = collate(split, np.arange(len(split)), pad_id=0)  # the tiny vocab's [PAD]
+    batch = {key: value.numpy() for key, value in padded.items()}
     onnx = OnnxBackend(graph, "onnx").logits(batch)
     assert np.abs(onnx - TorchBackend(folder).logits(batch)).max() <= 1e-4
 
