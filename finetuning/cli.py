@@ -4,6 +4,7 @@
     finetune predict MODEL INPUT [-o OUTPUT]   label a file of texts (or - for stdin)
     finetune serve MODEL [--port 8000]         answer requests over HTTP
     finetune check-params [--params FILE]      validate params without running a stage
+    finetune join --nnodes N --node-rank R --master-addr HOST   train on another machine
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from finetuning.config import PARAMS_FILE, load_config
 from finetuning.errors import USER_ERRORS
 from finetuning.inference.backends import BACKENDS
 from finetuning.monitoring.drift import DriftWatch
+from finetuning.training.launch import add_topology_options
 
 log = logging.getLogger("finetune")
 
@@ -28,6 +30,31 @@ def check_params(args: argparse.Namespace) -> int:
     before DVC touches any output)."""
     load_config(args.params)
     print(f"{args.params} is valid")
+    return 0
+
+
+def join(args: argparse.Namespace) -> int:
+    """Join node 0's training run from another machine: start this node's ranks of the
+    train stage. Node 0 runs `dvc repro` and writes every output; this command does no
+    DVC bookkeeping and writes nothing. Its tokenized data, params and base model must be
+    node 0's: the ranks compare fingerprints and refuse to train on a mismatch."""
+    from finetuning.errors import StageError
+    from finetuning.training.launch import Topology, launch_distributed
+
+    topology = Topology.from_args(args)
+    if topology.nnodes < 2 or topology.node_rank == 0:
+        raise StageError(f"join is for nodes 1..nnodes-1 of a run of several nodes (got "
+                         f"--nnodes {topology.nnodes} --node-rank {topology.node_rank}); "
+                         "node 0 runs the pipeline: PET_NNODES=<n> PET_NODE_RANK=0 dvc repro")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # as the stage itself: local folders only
+    cfg = load_config(args.params)
+    for what, path in (("tokenized data", cfg.paths.tokenized),
+                       ("base model", cfg.paths.base_model)):
+        if not Path(path).is_dir():
+            raise StageError(f"{path} not found: this node needs node 0's {what} (`dvc pull "
+                             "tokenize` or `dvc repro tokenize` at node 0's commit)")
+    launch_distributed(topology, "stages.train", ["--params", args.params],
+                       cfg.train.threads)
     return 0
 
 
@@ -115,7 +142,7 @@ def add_drift_threshold(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """predict, serve, check-params."""
+    """predict, serve, join, check-params."""
     parser = commands.add_parser("predict", help="label a file of texts with a model",
                                  description=predict.__doc__)
     add_model_options(parser)
@@ -154,6 +181,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="predictions before drift is computed (default: %(default)s)")
     add_drift_threshold(parser)
     parser.set_defaults(run=serve)
+
+    parser = commands.add_parser("join", help="train on this machine as node 1.. of node "
+                                 "0's multi-node run", description=join.__doc__)
+    parser.add_argument("--params", default=PARAMS_FILE,
+                        help="params file, node 0's (default: %(default)s)")
+    add_topology_options(parser)
+    parser.set_defaults(run=join)
 
     parser = commands.add_parser("check-params", help="validate params.yaml as the stages "
                                  "would, without running one", description=check_params.__doc__)

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from finetuning.config import PARAMS_FILE, Config, load_config
+from finetuning.config import PARAMS_FILE, load_config
 from finetuning.errors import USER_ERRORS
 
 log = logging.getLogger("finetuning.stage")
@@ -19,10 +19,20 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_stage(name: str, description: str, body: Callable[[Config], None],
-              argv: list[str] | None = None, offline: bool = True) -> None:
-    """Parse the common arguments, load params, run `body`; exit 1 with one clear line on
-    a user error (bad params, bad input) instead of a traceback.
+def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The command line every stage shares: `--params`."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=description)
+    parser.add_argument("--params", default=PARAMS_FILE,
+                        help="params file to read (default: %(default)s)")
+    return parser
+
+
+def run_stage(name: str, description: str, body: Callable[..., None],
+              argv: list[str] | None = None, offline: bool = True,
+              parser: argparse.ArgumentParser | None = None) -> None:
+    """Parse the common arguments, load params, run `body(config)`; exit 1 with one clear
+    line on a user error (bad params, bad input) instead of a traceback. A stage with
+    options of its own passes its `stage_parser` as `parser` and gets `body(config, args)`.
 
     Every stage but fetch runs with the Hugging Face Hub switched off (for anything
     imported from here on; the library's own loaders read local folders only): after
@@ -31,13 +41,11 @@ def run_stage(name: str, description: str, body: Callable[[Config], None],
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=description)
-    parser.add_argument("--params", default=PARAMS_FILE,
-                        help="params file to read (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = (parser or stage_parser(name, description)).parse_args(argv)
     setup_logging()
     try:
-        body(load_config(args.params))
+        cfg = load_config(args.params)
+        body(cfg, args) if parser else body(cfg)
     except USER_ERRORS as err:
         log.error("%s failed: %s", name, err)
         sys.exit(1)

@@ -1,4 +1,6 @@
-"""params.yaml validation: every mistake names its key and what is allowed."""
+"""params.yaml validation: every mistake names its key and what is allowed; the topology
+(not a param) from the command line or torchrun's PET_* variables."""
+import argparse
 import os
 import subprocess
 import sys
@@ -8,6 +10,8 @@ import pytest
 import yaml
 
 from finetuning.config import ConfigError, config_from_dict, load_config
+from finetuning.errors import StageError
+from finetuning.training.launch import Topology, add_topology_options, torchrun_command
 from tests.conftest import repo_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +42,8 @@ def test_repo_params_load_with_defaults_matching():
     ({"fetch": {"ood": {"bad name": "x.csv"}}}, "fetch.ood.bad name"),
     ({"fetch": {"ood": ["x.csv"]}}, "fetch.ood must be a mapping"),
     ({"train": {"schedule": "cyclic"}}, "train.schedule must be one of ('linear', 'cosine',"),
+    ({"train": {"num_processes": 2}}, "train.num_processes is no longer a param: use the "
+     "train stage's --nproc-per-node option (or PET_NPROC_PER_NODE)"),
 ])
 def test_bad_params_name_the_key(params, message):
     with pytest.raises(ConfigError) as err:
@@ -128,3 +134,29 @@ def test_a_stage_refuses_a_path_into_code_and_deletes_nothing(tmp_path):
     assert result.returncode != 0
     assert "paths.tensorboard: 'flows' is inside 'flows'" in result.stderr
     assert (tmp_path / "flows" / "pipeline.py").read_text() == "code\n"
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--nproc-per-node", "0"], {}, "--nproc-per-node (PET_NPROC_PER_NODE) must be >= 1, got 0"),
+    ([], {"PET_NNODES": "2", "PET_NODE_RANK": "2"}, "--node-rank (PET_NODE_RANK) must be in "
+     "[0, 2) for --nnodes 2, got 2"),
+])
+def test_bad_topology_names_the_option(argv, env, message, monkeypatch):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    parser = argparse.ArgumentParser()
+    add_topology_options(parser)  # reads PET_* when the options are declared, as torchrun
+    with pytest.raises(StageError) as err:
+        Topology.from_args(parser.parse_args(argv))
+    assert message in str(err.value)
+
+
+def test_topology_comes_from_torchruns_variables_unless_given(monkeypatch):
+    monkeypatch.setenv("PET_NPROC_PER_NODE", "4")
+    monkeypatch.setenv("PET_MASTER_ADDR", "10.0.0.5")
+    parser = argparse.ArgumentParser()
+    add_topology_options(parser)
+    topology = Topology.from_args(parser.parse_args(["--nnodes", "2", "--node-rank", "1"]))
+    assert topology == Topology(4, 2, 1, "10.0.0.5", 29500)
+    assert topology.world_size == 8
+    assert "--rdzv-backend=static" in torchrun_command(topology, [], "stages.train")

@@ -1,10 +1,16 @@
 """DDP through torchrun on CPU (gloo, 2 processes): one model and one log, an exact
-resume after a kill, and a failing rank that stops the run."""
+resume after a kill, a failing rank that stops the run, and 2 "nodes" on 127.0.0.1 (the
+second joined with `finetune join`) that train the same model as 1 node of 2 processes,
+or refuse to when their data differ."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,9 +22,9 @@ from safetensors.torch import load_file
 
 from finetuning.config import config_from_dict
 from finetuning.monitoring.events import load_events
-from finetuning.training.launch import torchrun_command
 from finetuning.training.checkpoint import CHECKPOINT
-from tests.conftest import (ROOT, kill_after_checkpoint, paths_under, run_bounded,
+from finetuning.training.launch import Topology, torchrun_command
+from tests.conftest import (BIN, ROOT, kill_after_checkpoint, paths_under, run_bounded,
                             run_stage_main, tiny_params, write_params)
 from tests.prefect_helpers import MARKER_VAR, marked_pids
 
@@ -33,16 +39,57 @@ def prepared(tmp_path_factory, tiny_model, tiny_data):
     params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
     # effective batch 8, as single; the last step kept, so the final weights depend on
     # every step after a resume (the best one could be from before it)
-    params["train"].update(num_processes=2, batch_size=4, select="last")
+    params["train"].update(batch_size=4, select="last")
     params_file = write_params(params, root / "params.yaml")
     for stage in ("fetch", "prepare", "tokenize"):
         run_stage_main(stage, params_file)
     return root, config_from_dict(params)
 
 
-def train_command(root: Path) -> list[str]:
-    """The train stage on `root`'s params, as dvc.yaml runs it."""
-    return [sys.executable, "-m", "stages.train", "--params", str(root / "params.yaml")]
+def train_command(root: Path, *topology: str) -> list[str]:
+    """The train stage on `root`'s params, as dvc.yaml runs it (2 processes unless
+    `topology` says otherwise)."""
+    return [sys.executable, "-m", "stages.train", "--params", str(root / "params.yaml"),
+            *(topology or ["--nproc-per-node", "2"])]
+
+
+def copy_inputs(prepared, dest: Path) -> dict:
+    """A folder with a copy of the prepared run's inputs and its params; the params."""
+    root, cfg = prepared
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["paths"] = paths_under(dest)
+    for key in ("base_model", "tokenized", "prepared"):
+        shutil.copytree(getattr(cfg.paths, key), params["paths"][key])
+    write_params(params, dest / "params.yaml")
+    return params
+
+
+def free_port() -> int:
+    """A port nothing listens on now (node 0's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def two_nodes(node0: Path, node1: Path) -> tuple:
+    """Node 0's train stage and node 1's `finetune join`, 1 process each, meeting on
+    127.0.0.1; (node 0's result, node 1's exit status and standard error)."""
+    port = str(free_port())
+    common = ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port]
+    log = node1 / "join.log"  # a file, not a pipe nobody reads while node 0 runs
+    with log.open("w") as err:
+        joined = subprocess.Popen([str(BIN / "finetune"), "join", "--params",
+                                   str(node1 / "params.yaml"), "--node-rank", "1", *common],
+                                  cwd=ROOT, env=DIST_ENV, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        first = run_bounded(train_command(node0, "--node-rank", "0", *common), ROOT,
+                            timeout=300, env=DIST_ENV)
+        joined.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(joined.pid, signal.SIGKILL)
+    return first, joined.returncode, log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +119,7 @@ def test_killed_gloo_processes_resume_to_the_uninterrupted_weights(prepared, uni
                                                                     tmp_path):
     """Each rank's own dropout stream and window sums are saved and restored: the
     resumed 2-process run ends bit for bit where the uninterrupted one did."""
-    root, cfg = prepared
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["paths"] = paths_under(tmp_path)
-    for key in ("base_model", "tokenized", "prepared"):
-        shutil.copytree(getattr(cfg.paths, key), params["paths"][key])
-    write_params(params, tmp_path / "params.yaml")
+    params = copy_inputs(prepared, tmp_path)
     marker = {MARKER_VAR: f"ddp-{os.getpid()}"}
     kill_after_checkpoint(train_command(tmp_path), ROOT,
                           Path(params["paths"]["checkpoints"]) / CHECKPOINT,
@@ -97,10 +139,39 @@ def test_killed_gloo_processes_resume_to_the_uninterrupted_weights(prepared, uni
 
 def test_a_failing_rank_stops_the_whole_run(prepared):
     root, cfg = prepared
-    cmd = torchrun_command(cfg.train, ["--params", str(root / "params.yaml")],
+    cmd = torchrun_command(Topology(nproc_per_node=2), ["--params", str(root / "params.yaml")],
                            module="tests.ddp_fail_worker")
     start = time.monotonic()
     result = run_bounded(cmd, ROOT, timeout=120, env=DIST_ENV)
     assert result.returncode != 0
     assert time.monotonic() - start < 60
     assert "injected failure on rank 1" in result.stderr + result.stdout
+
+
+def test_two_nodes_of_one_process_train_the_model_of_one_node_of_two(prepared, uninterrupted,
+                                                                    tmp_path):
+    """Node 0 runs the stage and writes everything; node 1 joins, writes nothing."""
+    node0 = copy_inputs(prepared, tmp_path / "node0")
+    node1 = copy_inputs(prepared, tmp_path / "node1")
+    first, code, err = two_nodes(tmp_path / "node0", tmp_path / "node1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert code == 0, err[-3000:]
+    assert json.loads(Path(node0["paths"]["train_run"]).read_text())["world_size"] == 2
+    weights = load_file(Path(node0["paths"]["trained"]) / "model.safetensors")
+    reference = uninterrupted[1]
+    assert weights.keys() == reference.keys()
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
+    for key in ("trained", "train_metrics", "train_run", "tensorboard"):
+        assert not Path(node1["paths"][key]).exists(), key
+
+
+def test_a_node_with_other_data_is_refused_by_every_node(prepared, tmp_path):
+    node0 = copy_inputs(prepared, tmp_path / "node0")
+    node1 = copy_inputs(prepared, tmp_path / "node1")
+    other = {**node1, "tokenize": {**node1["tokenize"], "max_length": 12}}  # cut elsewhere
+    run_stage_main("tokenize", write_params(other, tmp_path / "node1/other.yaml"))
+    first, code, err = two_nodes(tmp_path / "node0", tmp_path / "node1")
+    assert first.returncode != 0 and code != 0
+    for output in (first.stderr, err):
+        assert "rank 1 has other tokenized data than rank 0" in output
+    assert not Path(node0["paths"]["trained"]).exists()

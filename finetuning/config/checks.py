@@ -14,6 +14,17 @@ from typing import Any
 from finetuning.errors import ConfigError
 
 
+# Keys that were params once, and where their setting lives now.
+MOVED = {f"train.{key}": f"the train stage's {option} option (or {var}): the topology "
+         "describes machines, not an experiment, and params.yaml must not differ between "
+         "the nodes of one run"
+         for key, option, var in (("num_processes", "--nproc-per-node", "PET_NPROC_PER_NODE"),
+                                  ("nnodes", "--nnodes", "PET_NNODES"),
+                                  ("node_rank", "--node-rank", "PET_NODE_RANK"),
+                                  ("rdzv_endpoint", "--master-addr/--master-port",
+                                   "PET_MASTER_ADDR/PET_MASTER_PORT"))}
+
+
 def check(ok: bool, key: str, allowed: str, value: Any) -> None:
     """Raise a ConfigError saying `key` must be `allowed` unless `ok`."""
     if not ok:
@@ -55,6 +66,8 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     for key in raw:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else str(key)
+            if where in MOVED:
+                raise ConfigError(f"params: {where} is no longer a param: use {MOVED[where]}")
             raise ConfigError(f"params: unknown key {where!r}; allowed keys{scope}: "
                               f"{', '.join(sorted(names))}")
     values = {k: coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}

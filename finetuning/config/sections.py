@@ -127,7 +127,8 @@ SELECT_METRICS = ("loss", "accuracy", "f1")  # validation figures a checkpoint i
 
 @dataclass(frozen=True)
 class Train:
-    """Optimisation, logging and scale-out settings of the train stage."""
+    """Optimisation and logging settings of the train stage (the topology, which machines
+    and processes run it, is not a param: finetuning/training/launch.py)."""
 
     epochs: int = 3
     batch_size: int = 32
@@ -141,10 +142,6 @@ class Train:
     seed: int = 42
     eval_every: int = 0
     checkpoint_every: int = 200
-    num_processes: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    rdzv_endpoint: str = "127.0.0.1:29500"
     threads: int = 0
     select: str = "best"
     select_metric: str = "accuracy"
@@ -154,11 +151,8 @@ class Train:
     lora: Lora = field(default_factory=Lora)
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "grad_accum_steps", "num_processes", "nnodes"):
+        for key in ("epochs", "batch_size", "grad_accum_steps"):
             check(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1", getattr(self, key))
-        check(0 <= self.node_rank < self.nnodes, "train.node_rank", "in [0, train.nnodes)",
-              self.node_rank)
-        check(":" in self.rdzv_endpoint, "train.rdzv_endpoint", "host:port", self.rdzv_endpoint)
         for key in ("eval_every", "checkpoint_every", "threads", "patience"):
             check(getattr(self, key) >= 0, f"train.{key}", "an integer >= 0 (0 = off/auto)",
                   getattr(self, key))

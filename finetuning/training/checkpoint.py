@@ -24,22 +24,23 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change the numbers a run produces, so a resume may differ in them.
-# The topology keys are among them, but the world size they make is not: it sets each
-# rank's data shard and the number of steps.
-NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "threads", "nnodes", "node_rank", "rdzv_endpoint",
-                      "num_processes", "calibrate")  # calibration comes after the last step
+NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "threads", "calibrate")  # calibration: after the end
 
 
-def fingerprint(cfg: Config) -> str:
-    """Hash of the params, world size, data and base model (config and weights' content)
-    that determine training."""
+def data_fingerprint(tokenized: str | Path) -> str:
+    """Hash of the tokenized splits' states (each holds its content's fingerprint)."""
+    states = [p.read_text() for p in sorted(Path(tokenized).glob("*/state.json"))]
+    return hashlib.sha256("\n".join(states).encode()).hexdigest()[:16]
+
+
+def fingerprint(cfg: Config, world_size: int) -> str:
+    """Hash of the params, world size (it sets each rank's data shard and the number of
+    steps), data and base model (config and weights' content) that determine training."""
     train = {k: v for k, v in asdict(cfg.train).items() if k not in NEUTRAL_TRAIN_KEYS}
-    world_size = cfg.train.num_processes * cfg.train.nnodes
     parts = [json.dumps({"train": train, "world_size": world_size,
                          "labels": cfg.prepare.labels,
-                         "tensorboard": asdict(cfg.tensorboard)}, sort_keys=True)]
-    tokenized = Path(cfg.paths.tokenized)
-    parts += [p.read_text() for p in sorted(tokenized.glob("*/state.json"))]
+                         "tensorboard": asdict(cfg.tensorboard)}, sort_keys=True),
+             data_fingerprint(cfg.paths.tokenized)]
     base = Path(cfg.paths.base_model)
     parts += [(base / "config.json").read_text(), weights_digest(base)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

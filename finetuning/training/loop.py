@@ -20,7 +20,7 @@ from finetuning.errors import StageError
 from finetuning.inference.model import predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.monitor import Monitor
-from finetuning.training.checkpoint import (fingerprint, load_trainable, save_checkpoint,
+from finetuning.training.checkpoint import (load_trainable, save_checkpoint,
                                             trainable_state)
 from finetuning.training.runtime import Runtime, autocast, grad_scaler
 from finetuning.training.schedule import (accumulation, build_optimizer, build_scheduler,
@@ -82,7 +82,8 @@ class Trainer:
     """The loop and what sits beside it: logging, validation, checkpoints."""
 
     def __init__(self, cfg: Config, runtime: Runtime, model: torch.nn.Module,
-                 splits: dict[str, TokenizedSplit], pad_id: int, monitor: Monitor):
+                 splits: dict[str, TokenizedSplit], pad_id: int, monitor: Monitor,
+                 run_id: str):
         self.cfg, self.tcfg, self.runtime = cfg, cfg.train, runtime
         self.module, self.splits, self.pad_id, self.monitor = model, splits, pad_id, monitor
         self.num_labels = len(cfg.prepare.labels)
@@ -100,7 +101,7 @@ class Trainer:
         self.selection = Selection(self.tcfg.select, self.tcfg.select_metric,
                                    self.tcfg.patience)
         self.stopped_early = False
-        self.fingerprint = fingerprint(cfg)
+        self.fingerprint = run_id  # checkpoint.fingerprint: what a checkpoint must match
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's micro-batches of `epoch` (the order depends on seed and epoch only)."""

@@ -23,7 +23,7 @@ from finetuning.monitoring.writer import MetricsWriter
 from finetuning.outputs import atomic_dir
 from finetuning.provenance import hardware
 from finetuning.training.calibration import fit_temperature, fold_temperature
-from finetuning.training.checkpoint import fingerprint, load_checkpoint
+from finetuning.training.checkpoint import data_fingerprint, fingerprint, load_checkpoint
 from finetuning.training.lora import merge_lora, trainable_parameters, with_lora
 from finetuning.training.loop import Trainer
 from finetuning.training.runtime import Runtime, quiet_unless_main
@@ -44,7 +44,9 @@ def build_trainer(cfg: Config, runtime: Runtime) -> tuple[Trainer, PreTrainedTok
     model = model.to(runtime.device).train()  # from_pretrained gives eval mode: no dropout
     torch.manual_seed(cfg.train.seed + runtime.rank)  # each rank its own dropout masks
     texts = read_texts(paths.prepared, "validation")
-    state = load_checkpoint(paths.checkpoints, fingerprint(cfg)) if runtime.is_main else None
+    run_id = fingerprint(cfg, runtime.world_size)
+    check_same_run(runtime, data_fingerprint(paths.tokenized), run_id)
+    state = load_checkpoint(paths.checkpoints, run_id) if runtime.is_main else None
     if runtime.distributed:  # every rank resumes from rank 0's decision
         box = [state]
         torch.distributed.broadcast_object_list(box, src=0)
@@ -55,10 +57,31 @@ def build_trainer(cfg: Config, runtime: Runtime) -> tuple[Trainer, PreTrainedTok
     writer = MetricsWriter(paths.tensorboard, enabled=runtime.is_main,
                            purge_step=state["progress"]["step"] + 1 if resuming else None)
     trainer = Trainer(cfg, runtime, model, splits, tokenizer.pad_token_id,
-                      Monitor(writer, cfg, texts))
+                      Monitor(writer, cfg, texts), run_id)
     if resuming:
         trainer.resume(state)
     return trainer, tokenizer
+
+
+def check_same_run(runtime: Runtime, data_id: str, run_id: str) -> None:
+    """Every rank must train the same run: a node that joined with other tokenized data,
+    params or base model would silently train on something else. Every rank raises the
+    same error, so node 0's stage fails too and says which rank differs."""
+    if not runtime.distributed:
+        return
+    everyone: list = [None] * runtime.world_size
+    torch.distributed.all_gather_object(everyone, (data_id, run_id))
+    for rank, (data, run) in enumerate(everyone):
+        if data != everyone[0][0]:
+            raise StageError(
+                f"rank {rank} has other tokenized data than rank 0 (fingerprint {data}, "
+                f"rank 0's {everyone[0][0]}): every node needs node 0's data/tokenized (run "
+                "`dvc pull tokenize` or `dvc repro tokenize` at node 0's commit)")
+        if run != everyone[0][1]:
+            raise StageError(
+                f"rank {rank} has other params or another base model than rank 0 (run "
+                f"fingerprint {run}, rank 0's {everyone[0][1]}): every node needs node 0's "
+                "commit (params.yaml) and models/base")
 
 
 def run_training(trainer: Trainer) -> tuple[dict, dict]:
