@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from finetuning.config import PARAMS_FILE, load_config
 from finetuning.errors import USER_ERRORS
+from finetuning.outputs import recover
 
 log = logging.getLogger("finetuning.stage")
 
@@ -45,6 +46,7 @@ def run_stage(name: str, description: str, body: Callable[..., None],
     setup_logging()
     try:
         cfg = load_config(args.params)
+        recover(vars(cfg.paths).values())  # a stage killed mid-commit: finish its outputs
         body(cfg, args) if parser else body(cfg)
     except USER_ERRORS as err:
         log.error("%s failed: %s", name, err)

@@ -21,7 +21,7 @@ from finetuning.inference.model import load_classifier, predictions_frame, score
 from finetuning.metrics import nest_results, per_class
 from finetuning.monitoring.drift import REFERENCE_FILE, build_reference, write_reference
 from finetuning.monitoring.scores import write_scores_run
-from finetuning.outputs import atomic_dir, read_json, write_json
+from finetuning.outputs import read_json, stage_outputs
 from finetuning.stage import run_stage
 from finetuning.training.runtime import init_runtime
 
@@ -36,24 +36,24 @@ def evaluate(cfg: Config) -> None:
     pad_id = load_tokenizer(paths.trained).pad_token_id
     splits = load_splits(paths.tokenized, skip=("train",))
     scored = score_splits(model, splits, cfg.evaluate.batch_size, pad_id, runtime.device)
-    with atomic_dir(paths.predictions) as out:
-        for name, (logits, _) in scored.items():
-            frame = predictions_frame(read_texts(paths.prepared, name), splits[name].labels,
-                                      logits, labels)
-            frame.to_csv(out / f"{name}.csv", index=False)
-        validation = splits["validation"]
-        write_reference(build_reference(labels, scored["validation"][0].argmax(-1).numpy(),
-                                        validation.lengths), out / REFERENCE_FILE)
     results = {name: report for name, (_, report) in scored.items()}
     for name, report in results.items():
         log.info("%s: %s", name, {k: round(v, 4) for k, v in report.items()})
     train = read_json(paths.train_metrics)
-    with atomic_dir(paths.eval_tensorboard) as logdir:
-        write_scores_run(logdir, cfg, train.get("selected_step", train["steps"]), results)
-    write_json(paths.eval_classes, nest_results(
-        {name: per_class(logits, splits[name].labels, labels)
-         for name, (logits, _) in scored.items()}))
-    write_json(paths.eval_metrics, nest_results(results))
+    with stage_outputs() as out:  # predictions, scores and their log land together
+        folder = out.dir(paths.predictions)
+        for name, (logits, _) in scored.items():
+            frame = predictions_frame(read_texts(paths.prepared, name), splits[name].labels,
+                                      logits, labels)
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        write_reference(build_reference(labels, scored["validation"][0].argmax(-1).numpy(),
+                                        splits["validation"].lengths), folder / REFERENCE_FILE)
+        write_scores_run(out.dir(paths.eval_tensorboard), cfg,
+                         train.get("selected_step", train["steps"]), results)
+        out.json(paths.eval_classes, nest_results(
+            {name: per_class(logits, splits[name].labels, labels)
+             for name, (logits, _) in scored.items()}))
+        out.json(paths.eval_metrics, nest_results(results))
 
 
 def main(argv: list[str] | None = None) -> None:

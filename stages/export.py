@@ -19,7 +19,7 @@ from finetuning.data.prepared import read_prepared
 from finetuning.inference.export import export_onnx, quantize_int8
 from finetuning.inference.measure import measure_backends
 from finetuning.monitoring.drift import copy_reference
-from finetuning.outputs import atomic_dir, write_json
+from finetuning.outputs import stage_outputs
 from finetuning.stage import run_stage
 
 log = logging.getLogger("stages.export")
@@ -31,13 +31,14 @@ def export(cfg: Config) -> None:
     if ecfg.threads:
         torch.set_num_threads(ecfg.threads)
     test = read_prepared(paths.prepared)["test"]
-    with atomic_dir(paths.onnx) as out:
-        quantize_int8(export_onnx(paths.trained, out, ecfg.opset), out)
-        copy_reference(Path(paths.predictions), out)
-        results = measure_backends(Path(paths.trained), out, test["text"].tolist(),
+    with stage_outputs() as out:  # the export and its measurements land together
+        folder = out.dir(paths.onnx)
+        quantize_int8(export_onnx(paths.trained, folder, ecfg.opset), folder)
+        copy_reference(Path(paths.predictions), folder)
+        results = measure_backends(Path(paths.trained), folder, test["text"].tolist(),
                                    test["label"].to_numpy(), ecfg.latency_runs,
                                    ecfg.warmup_runs, torch.get_num_threads())
-    write_json(paths.export_metrics, results)
+        out.json(paths.export_metrics, results)
     for name, figures in results.items():
         log.info("%s: %s", name, figures)
 

@@ -15,7 +15,7 @@ from finetuning.config import SOURCE_FILE, Config
 from finetuning.data.fetching import fetch_all
 from finetuning.data.sources import archive_cache
 from finetuning.digest import record_weights_digest
-from finetuning.outputs import atomic_dir, write_json
+from finetuning.outputs import stage_outputs, write_json
 from finetuning.stage import run_stage
 
 log = logging.getLogger("stages.fetch")
@@ -24,7 +24,8 @@ log = logging.getLogger("stages.fetch")
 def fetch(cfg: Config) -> None:
     """Fetch data, out-of-domain sets and model; outputs appear only if all succeed."""
     paths = cfg.paths
-    with atomic_dir(paths.raw_data) as raw, atomic_dir(paths.base_model) as model:
+    with stage_outputs() as out:
+        raw, model = out.dir(paths.raw_data), out.dir(paths.base_model)
         provenance = fetch_all(cfg.fetch, raw, model, archive_cache())
         write_json(raw / SOURCE_FILE, provenance)
         record_weights_digest(model)

@@ -12,7 +12,7 @@ from pathlib import Path
 from finetuning.config import Config
 from finetuning.data.prepared import write_splits
 from finetuning.data.splits import prepare_splits
-from finetuning.outputs import atomic_dir, write_json
+from finetuning.outputs import stage_outputs
 from finetuning.stage import run_stage
 
 log = logging.getLogger("stages.prepare")
@@ -21,9 +21,9 @@ log = logging.getLogger("stages.prepare")
 def prepare(cfg: Config) -> None:
     """Read raw data, write the prepared splits and their counts."""
     splits, summary = prepare_splits(Path(cfg.paths.raw_data), cfg.prepare)
-    with atomic_dir(cfg.paths.prepared) as out:
-        write_splits(splits, out)
-    write_json(cfg.paths.prepare_metrics, summary)
+    with stage_outputs() as out:  # the splits and their counts land together
+        write_splits(splits, out.dir(cfg.paths.prepared))
+        out.json(cfg.paths.prepare_metrics, summary)
     log.info("prepared splits: %s", summary["rows"])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from finetuning.config import Config
-from finetuning.outputs import atomic_dir
+from finetuning.outputs import stage_outputs
 from finetuning.reporting.plots import curves_of, export_plots
 from finetuning.reporting.records import run_commit
 from finetuning.reporting.report import write_report
@@ -27,9 +27,9 @@ def report(cfg: Config) -> None:
     run = load_run(paths)
     curves = curves_of(run.predictions, cfg.prepare.labels)
     sections = build_sections(run, cfg, run_commit(paths), curves)
-    with atomic_dir(paths.plots) as plots_out, atomic_dir(paths.reports) as report_out:
-        export_plots(run.scalars, run.predictions, curves, plots_out)
-        size = write_report(sections, report_out)
+    with stage_outputs() as out:
+        export_plots(run.scalars, run.predictions, curves, out.dir(paths.plots))
+        size = write_report(sections, out.dir(paths.reports))
     log.info("wrote %s/report.html (%.0f kB) and report.md; plot data in %s", paths.reports,
              size / 1024, paths.plots)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from finetuning.config import Config
 from finetuning.data.tokenization import check_max_length, length_stats, tokenize_splits
 from finetuning.data.tokenizer import load_tokenizer
-from finetuning.outputs import atomic_dir, write_json
+from finetuning.outputs import stage_outputs
 from finetuning.stage import run_stage
 
 log = logging.getLogger("stages.tokenize")
@@ -23,10 +23,10 @@ def tokenize(cfg: Config) -> None:
     check_max_length(cfg.tokenize.max_length, Path(cfg.paths.base_model))
     tokenizer = load_tokenizer(cfg.paths.base_model)
     splits = tokenize_splits(Path(cfg.paths.prepared), tokenizer, cfg.tokenize.max_length)
-    with atomic_dir(cfg.paths.tokenized) as out:
-        splits.save_to_disk(str(out))
     stats = {name: length_stats(split) for name, split in splits.items()}
-    write_json(cfg.paths.tokenize_metrics, stats)
+    with stage_outputs() as out:  # the splits and their statistics land together
+        splits.save_to_disk(str(out.dir(cfg.paths.tokenized)))
+        out.json(cfg.paths.tokenize_metrics, stats)
     log.info("tokenized %s", {name: s["rows"] for name, s in stats.items()})
 
 

@@ -12,7 +12,7 @@ finetuning/training/.
 from __future__ import annotations
 
 from finetuning.config import Config
-from finetuning.outputs import write_json
+from finetuning.outputs import stage_outputs
 from finetuning.stage import run_stage, stage_parser
 from finetuning.training.checkpoint import clear_checkpoints
 from finetuning.training.launch import (Topology, add_topology_options, launch_distributed,
@@ -32,10 +32,12 @@ def train(cfg: Config, topology: Topology = Topology(), params: str = "params.ya
     trainer, tokenizer = build_trainer(cfg, runtime)
     summary, ran = run_training(trainer)
     if runtime.is_main:
-        save_model(trainer.module, tokenizer, cfg.paths.trained, cfg.tokenize.max_length)
-        ran["adapter_mb"] = adapter_size_mb(cfg.paths.trained)
-        write_json(cfg.paths.train_run, ran)
-        write_json(cfg.paths.train_metrics, summary)
+        with stage_outputs() as out:  # the model and its figures land together
+            folder = out.dir(cfg.paths.trained)
+            save_model(trainer.module, tokenizer, folder, cfg.tokenize.max_length)
+            ran["adapter_mb"] = adapter_size_mb(folder)
+            out.json(cfg.paths.train_run, ran)
+            out.json(cfg.paths.train_metrics, summary)
         clear_checkpoints(cfg.paths.checkpoints)  # finished: nothing left to resume
     shutdown(runtime)  # not on an error: that rank exits and torchrun stops the rest
 

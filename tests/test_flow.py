@@ -387,29 +387,86 @@ def test_the_guard_refuses_other_repos_and_outside_sources_unless_allowed(
     check_deployment_run(tmp_path, root, {})
 
 
-def test_prefect_yaml_deploys_to_a_process_pool_and_nothing_outlives_a_failing_test(
+def test_a_sweep_fans_out_over_a_work_pool_and_leaves_the_workspace_alone(
     pipeline_repo, prefect_database, tmp_path
 ):
-    repo = pipeline_repo
-    prefect = str(VENV_BIN / "prefect")
-    with pytest.raises(RuntimeError, match="test body failed"):
-        with prefect_server(tmp_path, prefect_database) as srv:
-            groups, markers = [srv.process.pid], [srv.marker]
-            run([prefect, "work-pool", "create", "finetune", "--type", "process"], repo, srv.env)
-            run([prefect, "deploy", "--all", "--no-prompt"], repo, srv.env)
-            deployment = srv.api("GET", "/deployments/name/finetune/main").json()
-            assert deployment["work_pool_name"] == "finetune"
-            assert deployment["entrypoint"] == "flows/finetune.py:finetune"
-            assert deployment["global_concurrency_limit"]["limit"] == 1
-            # A worker's flow runs execute in this checkout (its DVC cache and params).
-            (step,) = deployment["pull_steps"]
-            pull_dir = step["prefect.deployments.steps.set_working_directory"]["directory"]
-            assert pull_dir == str(repo)
-            # The flow itself is tested through `serve` above; here the worker
-            # only has to come up, and go down with everything else.
-            with worker(srv, "finetune", tmp_path, tmp_path / "worker.log") as handle:
-                groups.append(handle.process.pid)
-                markers.append(handle.marker)
-                raise RuntimeError("test body failed")
+    """prefect.yaml's deployments on a process pool, one worker: a 2-trial sweep runs both
+    trials at once, each in its own clone, saved as DVC experiments of the repository,
+    ranked in the sweep's artifact by validation accuracy; params.yaml and dvc.lock of
+    the checkout stay as they were; nothing outlives the test."""
+    repo, prefect = pipeline_repo, str(VENV_BIN / "prefect")
+    before = {name: (repo / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+    name = unique("sweep")
+    with prefect_server(tmp_path, prefect_database) as srv:
+        groups, markers = [srv.process.pid], [srv.marker]
+        run([prefect, "work-pool", "create", "finetune", "--type", "process"], repo, srv.env)
+        run([prefect, "deploy", "--all", "--no-prompt"], repo, srv.env)
+        deployment = srv.api("GET", "/deployments/name/finetune/main").json()
+        assert deployment["work_pool_name"] == "finetune"
+        assert deployment["entrypoint"] == "flows/finetune.py:finetune"
+        assert deployment["global_concurrency_limit"]["limit"] == 1
+        # A worker's flow runs execute in this checkout (its DVC cache and params).
+        (step,) = deployment["pull_steps"]
+        assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(repo)
+        with worker(srv, "finetune", tmp_path, tmp_path / "worker.log") as handle:
+            groups.append(handle.process.pid)
+            markers.append(handle.marker)
+            swept = subprocess.run(
+                [prefect, "deployment", "run", "sweep/main", "--watch", "--watch-interval", "1",
+                 "--flow-run-name", name, "-p", "concurrency=2",
+                 "-p", 'grid={"train.learning_rate": [0.001, 0.003]}'],
+                cwd=repo, env=srv.env, capture_output=True, text=True, timeout=600)
+            assert swept.returncode == 0, swept.stdout + swept.stderr + \
+                (tmp_path / "worker.log").read_text()[-6000:]
+            trials = srv.api("POST", "/flow_runs/filter", json={"flow_runs": {"name": {
+                "any_": [f"{name}-0", f"{name}-1"]}}, "deployments": {"name": {
+                    "any_": ["main"]}}}).json()
+        artifact = srv.api("POST", "/artifacts/filter", json={"artifacts": {"key": {
+            "any_": ["sweep-results"]}}}).json()[0]["data"]
     assert not any(group_alive(pgid) for pgid in groups)
     assert not any(marked_pids(marker) for marker in markers)
+
+    assert len(trials) == 2 and {t["state_type"] for t in trials} == {"COMPLETED"}
+    first, second = sorted(trials, key=lambda t: t["start_time"])
+    assert second["start_time"] < first["end_time"]  # both at once
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
+    experiments = {exp["name"]: exp for rev in shown for exp in rev.get("experiments") or []}
+    accuracy = {}
+    for index, rate in enumerate((0.001, 0.003)):
+        (run_,) = experiments[f"{name}-{index}"]["revs"]
+        assert run_["data"]["params"]["params.yaml"]["data"]["train"]["learning_rate"] == rate
+        eval_ = run_["data"]["metrics"]["metrics/eval.json"]["data"]
+        accuracy[f"{name}-{index}"] = eval_["validation"]["accuracy"]
+    ranked = sorted(accuracy, key=lambda trial: -accuracy[trial])
+    rows = [line for line in artifact.splitlines() if line.startswith(f"| {name}-")]
+    assert [row.split(" | ")[0][2:] for row in rows] == ranked
+    assert f"Best by validation accuracy: **{ranked[0]}**" in artifact
+    assert {name: (repo / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("grid, trials, message", [
+    ({}, None, "grid needs at least one key"),
+    ({"train.epochs": []}, None, "grid needs at least one key, each with a non-empty list"),
+    (None, [], "trials must be a non-empty list"),
+    ({"train.epochs": [1]}, [{"train.epochs": 1}], "either grid"),
+    ({"train.epochz": [1, 2]}, None, "trial 0 {'train.epochz': 1}: unknown params key "
+     "'train.epochz': params.yaml has no 'epochz' under train"),
+    ({"train.learning_rate": [1e-3, -1]}, None, "trial 1 {'train.learning_rate': -1}: "
+     "params.yaml: params: train.learning_rate must be a float in [0, 1)"),
+])
+def test_a_bad_sweep_is_refused_before_any_trial(pipeline_repo, grid, trials, message):
+    from flows.sweep import SweepRejected, check_trials, expand, git
+
+    rev = git(["rev-parse", "HEAD"], pipeline_repo).strip()
+    with pytest.raises(SweepRejected) as err:
+        check_trials(pipeline_repo, rev, expand(grid, trials))
+    assert message in str(err.value)
+    assert not list(pipeline_repo.glob(".sweep-check-*"))
+
+
+def test_a_grid_is_every_combination():
+    from flows.sweep import expand
+
+    assert expand({"a": [1, 2], "b": ["x", "y"]}, None) == [
+        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    assert expand(None, [{"a": 1}, {"b": 2}]) == [{"a": 1}, {"b": 2}]

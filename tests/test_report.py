@@ -339,7 +339,7 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tm
     with open(tiny_repo / ".git" / "info" / "exclude", "a") as exclude:
         exclude.write(".venv\n")
     show, commits = readme_blocks("Read the report and compare runs")
-    (sweep,) = readme_blocks("Sweeps")
+    sweep, _ = readme_blocks("Sweeps")  # the second, a Prefect sweep: tests/test_flow.py
     run_block(tiny_repo, show)
     tracked = [*(tiny_repo / "plots").iterdir(), tiny_repo / "metrics" / "baseline.json"]
     before = {path: path.read_bytes() for path in tracked}

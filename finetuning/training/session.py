@@ -20,7 +20,6 @@ from finetuning.inference.model import load_classifier, predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.monitor import Monitor
 from finetuning.monitoring.writer import MetricsWriter
-from finetuning.outputs import atomic_dir
 from finetuning.provenance import hardware
 from finetuning.training.calibration import fit_temperature, fold_temperature
 from finetuning.training.checkpoint import data_fingerprint, fingerprint, load_checkpoint
@@ -154,14 +153,14 @@ def project(trainer: Trainer) -> None:
 
 
 def save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-               target: str | Path, max_length: int) -> None:
-    """Write a HF folder (safetensors weights, config with id2label, tokenizer) atomically.
+               out: Path, max_length: int) -> None:
+    """Write a HF folder (safetensors weights, config with id2label, tokenizer) into the
+    empty folder `out` (a staged output).
 
     The tokenizer records the training truncation as its `model_max_length`, so whoever
     loads the folder (`finetune predict`, `pipeline(..., truncation=True)`) cuts texts
     where training did."""
     tokenizer.model_max_length = max_length
-    with atomic_dir(target) as out:
-        model = merge_lora(model, out)  # LoRA: the adapter saved in out/adapter, merged
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+    model = merge_lora(model, out)  # LoRA: the adapter saved in out/adapter, merged
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
