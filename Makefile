@@ -20,8 +20,12 @@ $(VENV)/.installed: pyproject.toml
 repro: install          ## run the whole pipeline (cached stages are skipped)
 	dvc repro
 
+# Test files spread over this many processes (a file's tests stay together, sharing its
+# fixtures): most end-to-end tests wait on other processes (servers, DVC, torchrun).
+TEST_WORKERS ?= 2
+
 test: install           ## unit, stage and end-to-end tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 serve: install          ## serve the Prefect deployment finetune/main (needs PREFECT_API_URL)
 	$(BIN)/python -m flows.finetune serve
