@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,19 +67,38 @@ def build_tiny_model(folder: Path, layers: int = 2, hidden: int = 32, seed: int 
     return folder
 
 
+def shared(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test session, also when the session runs on several
+    xdist workers: the first to get the lock builds it under the session's common temp
+    folder, the others wait and use it. Tests treat it as read-only (copy to change)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # popen-gw<N>'s parent: this session's, shared by its workers
+    folder = base / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Path of a tiny pretrained-like BERT folder."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    return shared(tmp_path_factory, "tiny-model", build_tiny_model)
+
+
+def write_tiny_data(folder: Path) -> None:
+    make_sentences(60, seed=1).to_csv(folder / "reviews.csv", index=False)
+    make_sentences(20, seed=2).to_json(folder / "ood.jsonl", orient="records", lines=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A folder with a 60-row CSV of synthetic reviews and a 20-row OOD JSONL."""
-    folder = tmp_path_factory.mktemp("tiny-data")
-    make_sentences(60, seed=1).to_csv(folder / "reviews.csv", index=False)
-    make_sentences(20, seed=2).to_json(folder / "ood.jsonl", orient="records", lines=True)
-    return folder
+    return shared(tmp_path_factory, "tiny-data", write_tiny_data)
 
 
 def repo_params() -> dict:
@@ -168,9 +189,12 @@ def tiny_repo(tmp_path, tiny_model, tiny_data) -> Path:
 def reproduced(tmp_path_factory, tiny_model, tiny_data) -> tuple[Path, str]:
     """A tiny repo after one `dvc repro` through the real CLI, and what it printed.
     Tests work on copies (`reproduced_repo`): one full run serves them all."""
-    repo = make_repo_copy(tmp_path_factory.mktemp("reproduced") / "repo",
-                          tiny_params(tiny_model, tiny_data))
-    return repo, run(["dvc", "repro"], repo).stdout
+    def build(folder: Path) -> None:
+        repo = make_repo_copy(folder / "repo", tiny_params(tiny_model, tiny_data))
+        (folder / "repro.out").write_text(run(["dvc", "repro"], repo).stdout)
+
+    folder = shared(tmp_path_factory, "reproduced", build)
+    return folder / "repo", (folder / "repro.out").read_text()
 
 
 @pytest.fixture
@@ -189,12 +213,14 @@ def pipeline_run(tmp_path_factory, tiny_model, tiny_data):
     tiny model fine-tuned and exported, scored, reported. Shared: treat as read-only."""
     from finetuning.config import config_from_dict
 
-    root = tmp_path_factory.mktemp("pipeline")
-    params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
-    params_file = write_params(params, root / "params.yaml")
-    for stage in PIPELINE:
-        run_stage_main(stage, params_file)
-    return root, config_from_dict(params)
+    def build(root: Path) -> None:
+        params = {**tiny_params(tiny_model, tiny_data), "paths": paths_under(root)}
+        params_file = write_params(params, root / "params.yaml")
+        for stage in PIPELINE:
+            run_stage_main(stage, params_file)
+
+    root = shared(tmp_path_factory, "pipeline", build)
+    return root, config_from_dict(yaml.safe_load((root / "params.yaml").read_text()))
 
 
 def kill_after_checkpoint(command: list[str], cwd: Path, checkpoint: Path,
