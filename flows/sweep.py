@@ -193,7 +193,11 @@ def trial_row(root: Path, trial: dict[str, Any], state: State) -> dict[str, Any]
     if not state.is_completed():
         row["state"] = f"{state.name}: {(state.message or '').splitlines()[0][:200]}"
         return row
-    row["validation"] = experiment_metrics(root, trial["name"])["validation"]
+    try:
+        row["validation"] = experiment_metrics(root, trial["name"])["validation"]
+    except (RuntimeError, subprocess.CalledProcessError, KeyError) as err:
+        detail = err.stderr.strip() if isinstance(err, subprocess.CalledProcessError) else err
+        row["state"] = f"{state.name}, but its metrics could not be read: {detail}"[:300]
     return row
 
 

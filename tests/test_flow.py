@@ -471,7 +471,7 @@ def test_a_grid_is_every_combination():
 
 
 def test_results_rank_trials_by_validation_and_list_a_failed_trial_last(tmp_path):
-    from prefect.states import Failed
+    from prefect.states import Completed, Failed
 
     from flows.sweep import results_table, trial_row
 
@@ -489,3 +489,6 @@ def test_results_rank_trials_by_validation_and_list_a_failed_trial_last(tmp_path
                 if line.startswith("| s-")] == order
         assert f"Best by validation {metric}: **{order[0]}**" in table
     assert "2 of 3 trials done" in table and "| Failed: stage 'train' failed" in table
+    lost = trial_row(tmp_path, {"name": "s-3", "overrides": {}}, Completed())  # no git here
+    assert lost["validation"] is None
+    assert lost["state"].startswith("Completed, but its metrics could not be read: fatal:")
