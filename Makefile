@@ -25,7 +25,7 @@ repro: install          ## run the whole pipeline (cached stages are skipped)
 TEST_WORKERS ?= 2
 
 test: install           ## unit, stage and end-to-end tests
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 serve: install          ## serve the Prefect deployment finetune/main (needs PREFECT_API_URL)
 	$(BIN)/python -m flows.finetune serve

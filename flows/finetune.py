@@ -52,13 +52,13 @@ class ParamsRejected(ValueError):
     """params.yaml (with the run's overrides) does not validate."""
 
 
-def check_params(repo: Path, logger: logging.LoggerAdapter) -> None:
-    """Validate params.yaml with the stages' own checker before any stage runs: DVC
-    deletes a stage's outputs before its command starts, so a value rejected by the
-    stage itself would cost the previous good outputs."""
+def check_params(repo: Path, logger: logging.LoggerAdapter, params: str = PARAMS_FILE
+                 ) -> None:
+    """Validate params.yaml (or `params`, in `repo`) with the stages' own checker before
+    any stage runs: DVC deletes a stage's outputs before its command starts, so a value
+    rejected by the stage itself would cost the previous good outputs."""
     result = subprocess.run([sys.executable, "-m", "finetuning", "check-params", "--params",
-                             PARAMS_FILE], cwd=repo, env=dvc_env(), capture_output=True,
-                            text=True)
+                             params], cwd=repo, env=dvc_env(), capture_output=True, text=True)
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip()
         logger.error("%s", message)

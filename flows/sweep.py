@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -41,8 +40,8 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed, State
 from ruamel.yaml import YAML
 
-from flows.dvc_pipeline import dvc_env, dvc_output, repo_root, run_dvc
-from flows.finetune import PARAMS_FILE, finetune
+from flows.dvc_pipeline import dvc_output, repo_root, run_dvc
+from flows.finetune import PARAMS_FILE, ParamsRejected, check_params, finetune
 from flows.guard import check_deployment_run
 from flows.overrides import apply_overrides
 
@@ -83,18 +82,13 @@ def check_trials(root: Path, rev: str, specs: list[dict[str, Any]]) -> None:
         scratch = root / f".sweep-check-{uuid.uuid4().hex[:8]}.yaml"  # its paths: the repo's
         try:
             scratch.write_text(original)
-            apply_overrides(scratch, changes)
-            result = subprocess.run([sys.executable, "-m", "finetuning", "check-params",
-                                     "--params", scratch.name], cwd=root, env=dvc_env(),
-                                    capture_output=True, text=True)
-            message = (result.stderr or result.stdout).strip().removeprefix("error: ")
-        except ValueError as err:  # a key params.yaml does not have
-            result, message = None, str(err)
+            apply_overrides(scratch, changes)  # ValueError: a key params.yaml lacks
+            check_params(root, log, scratch.name)  # ParamsRejected: a value stages refuse
+        except (ValueError, ParamsRejected) as err:
+            message = str(err).removeprefix("error: ").replace(scratch.name, PARAMS_FILE)
+            raise SweepRejected(f"trial {index} {changes}: {message}") from None
         finally:
             scratch.unlink(missing_ok=True)
-        if result is None or result.returncode != 0:
-            message = message.replace(scratch.name, PARAMS_FILE)
-            raise SweepRejected(f"trial {index} {changes}: {message}")
 
 
 def fan_out(parameters: list[dict[str, Any]], concurrency: int,

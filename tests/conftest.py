@@ -28,18 +28,6 @@ FILLER = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "a
           "story", "very", "ending", "cast"]
 
 
-# The longest test files (end-to-end runs through dvc, Prefect, torchrun), run first:
-# under `make test`'s 2 xdist workers they then start at once, one per worker, and the
-# short files fill in around them, instead of one long file ending the run alone.
-LONGEST_FIRST = ("test_flow.py", "test_report.py", "test_distributed.py", "test_dvc_pipeline.py",
-                 "test_benchmarks.py", "test_predict.py", "test_resume.py")
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files whole
-
-
 def make_sentences(n: int, seed: int = 0) -> pd.DataFrame:
     """`n` short synthetic reviews, half positive, half negative, all distinct."""
     rng = random.Random(seed)
