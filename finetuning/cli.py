@@ -64,13 +64,14 @@ def predict(args: argparse.Namespace) -> int:
     from finetuning.inference.predictor import Predictor
 
     check_output(args.output)
-    frame = read_inputs(args.input, args.text_column)
+    frame = read_inputs(args.input, args.text_column, args.text_pair_column)
     predictor = Predictor(args.model, args.backend, args.batch_size, args.threads)
     started = time.perf_counter()
-    scored = predictor.run(frame[args.text_column].tolist(), progress=True)
+    pairs = frame[args.text_pair_column].tolist() if args.text_pair_column else None
+    scored = predictor.run(frame[args.text_column].tolist(), progress=True, pairs=pairs)
     seconds = time.perf_counter() - started
     write_predictions(frame, args.text_column, predictor.predictions(scored.logits),
-                      args.output)
+                      args.output, args.text_pair_column)
     log.info("predicted %d texts in %.1f s (%s backend)%s", len(frame), seconds,
              predictor.backend.name, f", wrote {args.output}" if args.output else "")
     watch_batch(predictor, scored, args)
@@ -152,6 +153,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         "columns plus label and score); default: JSON Lines on stdout")
     parser.add_argument("--text-column", default="text", help="column of texts in a table "
                         "(default: %(default)s)")
+    parser.add_argument("--text-pair-column", metavar="COLUMN", help="column of the second "
+                        "texts of sentence pairs in a table, for a model trained on pairs "
+                        "(prepare.text_pair_column)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass, "
                         "length-sorted (default: %(default)s)")
     parser.add_argument("--summary", metavar="FILE", help="also write the run's label mix, "

@@ -15,7 +15,7 @@ import logging
 
 from finetuning.config import Config
 from finetuning.data.batching import load_splits
-from finetuning.data.prepared import read_texts
+from finetuning.data.prepared import read_inputs
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.inference.model import load_classifier, predictions_frame, score_splits
 from finetuning.metrics import nest_results, per_class
@@ -43,7 +43,7 @@ def evaluate(cfg: Config) -> None:
     with stage_outputs() as out:  # predictions, scores and their log land together
         folder = out.dir(paths.predictions)
         for name, (logits, _) in scored.items():
-            frame = predictions_frame(read_texts(paths.prepared, name), splits[name].labels,
+            frame = predictions_frame(read_inputs(paths.prepared, name), splits[name].labels,
                                       logits, labels)
             frame.to_csv(folder / f"{name}.csv", index=False)
         write_reference(build_reference(labels, scored["validation"][0].argmax(-1).numpy(),

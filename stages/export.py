@@ -37,7 +37,8 @@ def export(cfg: Config) -> None:
         copy_reference(Path(paths.predictions), folder)
         results = measure_backends(Path(paths.trained), folder, test["text"].tolist(),
                                    test["label"].to_numpy(), ecfg.latency_runs,
-                                   ecfg.warmup_runs, torch.get_num_threads())
+                                   ecfg.warmup_runs, torch.get_num_threads(),
+                                   test["text_pair"].tolist() if "text_pair" in test else None)
         out.json(paths.export_metrics, results)
     for name, figures in results.items():
         log.info("%s: %s", name, figures)

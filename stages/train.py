@@ -12,6 +12,7 @@ finetuning/training/.
 from __future__ import annotations
 
 from finetuning.config import Config
+from finetuning.data.truncation import truncation_of
 from finetuning.outputs import stage_outputs
 from finetuning.stage import run_stage, stage_parser
 from finetuning.training.checkpoint import clear_checkpoints
@@ -34,7 +35,7 @@ def train(cfg: Config, topology: Topology = Topology(), params: str = "params.ya
     if runtime.is_main:
         with stage_outputs() as out:  # the model and its figures land together
             folder = out.dir(cfg.paths.trained)
-            save_model(trainer.module, tokenizer, folder, cfg.tokenize.max_length)
+            save_model(trainer.module, tokenizer, folder, truncation_of(cfg.tokenize))
             ran["adapter_mb"] = adapter_size_mb(folder)
             out.json(cfg.paths.train_run, ran)
             out.json(cfg.paths.train_metrics, summary)

@@ -20,6 +20,7 @@ from benchmarks import gpu_throughput as gpu
 from benchmarks import trainer_vs_ours as bench
 from finetuning.config import load_config
 from finetuning.data.tokenization import tokenize_splits
+from finetuning.data.truncation import Truncation
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.monitoring.events import load_events
 from tests.conftest import ROOT, make_sentences, paths_under
@@ -169,7 +170,7 @@ def tiny_benchmark_params(tmp_path, tiny_model) -> Path:
                        ("test", frame[50:])):
         rows.reset_index(drop=True).to_parquet(prepared / f"{name}.parquet")
     tokenized = tmp_path / "tokenized"
-    tokenize_splits(prepared, load_tokenizer(tiny_model), 16).save_to_disk(str(tokenized))
+    tokenize_splits(prepared, load_tokenizer(tiny_model), Truncation(16)).save_to_disk(str(tokenized))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["paths"] = paths_under(tmp_path)  # inside the params file's folder, as required
     params["paths"].update(base_model=str(shutil.copytree(tiny_model, tmp_path / "model")),

@@ -4,13 +4,14 @@ import pandas as pd
 import pytest
 
 from finetuning.errors import StageError
-from finetuning.data.tables import read_examples, read_table, to_examples
+from finetuning.data.layouts import read_examples
+from finetuning.data.tables import Columns, read_table, to_examples
 
 LABELS = ["negative", "positive"]
 
 
 def examples(path, text="text", label="label"):
-    return to_examples(read_table(path), path, text, label, LABELS)
+    return to_examples(read_table(path), path, Columns(text, label, LABELS))
 
 
 def test_csv_with_bom_crlf_quotes_and_embedded_newlines(tmp_path):
@@ -82,7 +83,7 @@ def test_parquet_with_wrong_text_dtype(tmp_path):
 def test_read_examples_concatenates_a_folder(tmp_path):
     (tmp_path / "a.csv").write_text("text,label\nx,0\n")
     (tmp_path / "b.jsonl").write_text('{"text": "y", "label": "positive"}\n')
-    assert read_examples(tmp_path, "text", "label", LABELS)["text"].tolist() == ["x", "y"]
+    assert read_examples(tmp_path, Columns("text", "label", LABELS))["text"].tolist() == ["x", "y"]
 
 
 @pytest.mark.parametrize("suffix, write, bad_row, shown", [
@@ -119,4 +120,4 @@ def test_an_error_names_the_users_own_source(tmp_path):
     (tmp_path / "000-reviews.csv").write_text("text,label\nx,maybe\n")
     with pytest.raises(StageError, match=r"000-reviews.csv: row 1, .* \(fetched from "
                        r"fetch.data = /home/me/reviews.csv\)"):
-        read_examples(tmp_path, "text", "label", LABELS, "fetch.data = /home/me/reviews.csv")
+        read_examples(tmp_path, Columns("text", "label", LABELS), "fetch.data = /home/me/reviews.csv")

@@ -3,6 +3,7 @@ import pytest
 from transformers import BertTokenizerFast
 
 from finetuning.data.tokenization import check_max_length, encode_batch
+from finetuning.data.truncation import Truncation
 from finetuning.errors import StageError
 
 
@@ -10,7 +11,7 @@ def test_encode_batch_flags_truncated_rows(tiny_model):
     tokenizer = BertTokenizerFast.from_pretrained(tiny_model)
     batch = {"text": ["good", "the movie was really quite good and the plot was great"],
              "label": [1, 1]}
-    out = encode_batch(batch, tokenizer, max_length=8)
+    out = encode_batch(batch, tokenizer, Truncation(8))
     assert out["truncated"] == [False, True]
     assert [len(ids) for ids in out["input_ids"]] == [3, 8]
     assert out["input_ids"][1][-1] == tokenizer.sep_token_id
@@ -31,7 +32,7 @@ def test_tokenized_output_is_the_same_wherever_the_repository_is(tiny_model, tmp
         prepared.mkdir(parents=True)
         pd.DataFrame({"text": ["good film", "bad plot"], "label": [1, 0]}).to_parquet(
             prepared / "train.parquet", index=False)
-        tokenize_splits(prepared, tokenizer, 16).save_to_disk(str(tmp_path / clone / "tok"))
+        tokenize_splits(prepared, tokenizer, Truncation(16)).save_to_disk(str(tmp_path / clone / "tok"))
         states.append((tmp_path / clone / "tok" / "train" / "state.json").read_text())
     assert states[0] == states[1]
 

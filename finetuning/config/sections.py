@@ -65,7 +65,9 @@ class Prepare:
     """How raw tables become labelled train/validation/test splits."""
 
     text_column: str = "text"
+    text_pair_column: str = ""  # the second text of sentence pairs; "" = single texts
     label_column: str = "label"
+    split_column: str = ""      # a column naming each row's split; "" = none
     labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
     validation_size: float = 0.1
     test_size: float = 0.1
@@ -81,6 +83,13 @@ class Prepare:
         check(self.validation_size + self.test_size < 1, "prepare.test_size",
               "such that validation_size + test_size < 1", self.test_size)
         check(self.max_rows >= 0, "prepare.max_rows", ">= 0 (0 keeps every row)", self.max_rows)
+        columns = [c for c in (self.text_column, self.text_pair_column, self.label_column,
+                               self.split_column) if c]
+        check(len(set(columns)) == len(columns) and bool(self.text_column.strip()),
+              "prepare.*_column", "distinct column names (text_column non-empty)", columns)
+
+
+TRUNCATIONS = ("head", "tail", "head+tail")
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,18 @@ class Tokenize:
     """Tokenizer settings; padding happens per batch at train time, never here."""
 
     max_length: int = 64
+    truncation: str = "head"  # which tokens of a long text are kept: head | tail | head+tail
+    head_tokens: int = 128    # head+tail: tokens kept from the start; the rest from the end
 
     def validate(self) -> None:
         check(8 <= self.max_length <= 8192, "tokenize.max_length", "an integer in [8, 8192]",
               self.max_length)
+        check(self.truncation in TRUNCATIONS, "tokenize.truncation", f"one of {TRUNCATIONS}",
+              self.truncation)
+        if self.truncation == "head+tail":  # room for [CLS], [SEP] and one tail token
+            check(1 <= self.head_tokens <= self.max_length - 4, "tokenize.head_tokens",
+                  f"an integer in [1, max_length - 4 = {self.max_length - 4}]",
+                  self.head_tokens)
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,7 @@ class Lora:
 
 
 METHODS = ("full", "lora")
+CLASS_WEIGHTS = ("none", "balanced")  # balanced: n / (classes x count), scikit-learn's
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")  # after the warmup
 SELECTIONS = ("last", "best")
@@ -147,6 +165,7 @@ class Train:
     select_metric: str = "accuracy"
     patience: int = 0
     calibrate: bool = True
+    class_weights: str = "none"
     method: str = "full"
     lora: Lora = field(default_factory=Lora)
 
@@ -169,6 +188,8 @@ class Train:
         check(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}",
               self.precision)
         check(self.method in METHODS, "train.method", f"one of {METHODS}", self.method)
+        check(self.class_weights in CLASS_WEIGHTS, "train.class_weights",
+              f"one of {CLASS_WEIGHTS}", self.class_weights)
         check(self.select in SELECTIONS, "train.select", f"one of {SELECTIONS}", self.select)
         check(self.select_metric in SELECT_METRICS, "train.select_metric",
               f"one of {SELECT_METRICS} (of the validation split)", self.select_metric)

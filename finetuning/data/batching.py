@@ -33,6 +33,7 @@ class TokenizedSplit:
     tokens: np.ndarray   # int32, every row's ids concatenated
     offsets: np.ndarray  # int64, row i is tokens[offsets[i]:offsets[i + 1]]
     labels: np.ndarray   # int64
+    types: np.ndarray | None = None  # int8 token types beside tokens (pairs), or None
 
     @cached_property  # read at every training step: computed once per split
     def lengths(self) -> np.ndarray:
@@ -44,10 +45,33 @@ class TokenizedSplit:
 
     def subset(self, rows: np.ndarray) -> TokenizedSplit:
         """A new split of the given rows, in that order."""
-        pieces = [self.tokens[self.offsets[r]:self.offsets[r + 1]] for r in rows]
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
-        tokens = np.concatenate(pieces) if pieces else self.tokens[:0]
-        return TokenizedSplit(tokens, offsets, self.labels[rows])
+        spans = [slice(self.offsets[r], self.offsets[r + 1]) for r in rows]
+        offsets = np.concatenate([[0], np.cumsum([s.stop - s.start for s in spans])])
+
+        def pick(flat: np.ndarray) -> np.ndarray:
+            return np.concatenate([flat[s] for s in spans]) if spans else flat[:0]
+        return TokenizedSplit(pick(self.tokens), offsets.astype(np.int64), self.labels[rows],
+                              None if self.types is None else pick(self.types))
+
+    @classmethod
+    def of_rows(cls, ids: list[list[int]], types: list[list[int]] | None = None,
+                labels: np.ndarray | None = None) -> TokenizedSplit:
+        """A split from per-row lists (a prediction request's texts, just tokenized)."""
+        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        def flat(rows: list[list[int]], dtype: type) -> np.ndarray:
+            return np.fromiter((t for row in rows for t in row), dtype=dtype,
+                               count=int(lengths.sum()))
+        return cls(flat(ids, np.int32), offsets,
+                   np.zeros(len(ids), dtype=np.int64) if labels is None else labels,
+                   None if types is None else flat(types, np.int8))
+
+
+def flat_values(column) -> np.ndarray:
+    """The values of an arrow list column, rows concatenated (a slice's rows only)."""
+    offsets = column.offsets.to_numpy()
+    return column.values.to_numpy()[offsets[0]:offsets[-1]]
 
 
 def split_from_dataset(split: datasets.Dataset) -> TokenizedSplit:
@@ -55,9 +79,12 @@ def split_from_dataset(split: datasets.Dataset) -> TokenizedSplit:
     table = split.with_format("arrow")[:]  # honours a selection's indices mapping
     ids = table.column("input_ids").combine_chunks()
     offsets = ids.offsets.to_numpy().astype(np.int64)
-    tokens = ids.values.to_numpy().astype(np.int32, copy=False)
-    return TokenizedSplit(tokens[offsets[0]:offsets[-1]], offsets - offsets[0],
-                          table.column("label").to_numpy().astype(np.int64))
+    tokens = flat_values(ids).astype(np.int32, copy=False)
+    types = None
+    if "token_type_ids" in table.column_names:  # sentence pairs: one type per token
+        types = flat_values(table.column("token_type_ids").combine_chunks()).astype(np.int8)
+    return TokenizedSplit(tokens, offsets - offsets[0],
+                          table.column("label").to_numpy().astype(np.int64), types)
 
 
 def load_splits(folder: str | Path, skip: tuple[str, ...] = ()) -> dict[str, TokenizedSplit]:
@@ -137,12 +164,20 @@ def usable_positions(config) -> int | None:
     return int(positions)
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a model is given
+
+
+def model_inputs(batch: dict) -> dict:
+    """The model's inputs of a batch (token types only for sentence pairs)."""
+    return {key: batch[key] for key in MODEL_INPUTS if key in batch}
+
+
 def collate(split: TokenizedSplit, rows: np.ndarray, pad_id: int,
             pad_to_multiple_of: int = 1, max_width: int | None = None
             ) -> dict[str, torch.Tensor]:
     """Pad the given rows to the batch's longest row (rounded up to a multiple, which
     tensor cores like, but never past `max_width`, the position table's end) and return
-    input_ids, attention_mask, labels."""
+    input_ids, attention_mask (and token_type_ids for pairs), labels."""
     lengths = split.lengths[rows]
     longest = int(lengths.max())
     width = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
@@ -154,9 +189,12 @@ def collate(split: TokenizedSplit, rows: np.ndarray, pad_id: int,
     # and are overwritten with pad_id.
     index = np.minimum(split.offsets[rows][:, None] + columns, len(split.tokens) - 1)
     ids = np.where(mask, split.tokens[index], pad_id)
-    return {"input_ids": torch.from_numpy(ids.astype(np.int64)),
-            "attention_mask": torch.from_numpy(mask.astype(np.int64)),
-            "labels": torch.from_numpy(split.labels[rows])}
+    batch = {"input_ids": torch.from_numpy(ids.astype(np.int64)),
+             "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+    if split.types is not None:
+        batch["token_type_ids"] = torch.from_numpy(np.where(mask, split.types[index], 0)
+                                                   .astype(np.int64))
+    return {**batch, "labels": torch.from_numpy(split.labels[rows])}
 
 
 def iterate_batches(split: TokenizedSplit, batches: list[np.ndarray], pad_id: int,

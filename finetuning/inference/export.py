@@ -3,6 +3,7 @@ graph from onnxruntime's dynamic quantization, and the tokenizer and config besi
 so the folder stands alone (`finetune predict models/onnx ...`)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -16,12 +17,23 @@ from finetuning.inference.model import load_classifier
 log = logging.getLogger(__name__)
 
 
+def graph_inputs(model: torch.nn.Module) -> tuple[str, ...]:
+    """input_ids and attention_mask, and token_type_ids where forward() takes them third
+    and the model has token types (BERT: sentence pairs then export too; the export passes
+    a positional tuple, so the order must be forward()'s)."""
+    params = list(inspect.signature(model.forward).parameters)[:3]
+    typed = params == [*INPUTS, "token_type_ids"] and \
+        getattr(model.config, "type_vocab_size", 0) > 1
+    return (*INPUTS, "token_type_ids") if typed else INPUTS
+
+
 def export_onnx(folder: str | Path, out: Path, opset: int) -> Path:
     """Write `out/model.onnx` (batch and sequence axes dynamic) and the tokenizer and
     config of the HF folder `folder`; return the graph's path."""
     model = load_classifier(folder).eval()
-    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in INPUTS)
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {"logits": {0: "batch"}}
+    inputs = graph_inputs(model)
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs)
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {"logits": {0: "batch"}}
     target = out / ONNX_FILES["onnx"]
     # The TorchScript exporter: the dynamo one needs onnxscript and maps keyword inputs by
     # name unreliably; a positional tuple in forward()'s order is exact.
@@ -32,7 +44,7 @@ def export_onnx(folder: str | Path, out: Path, opset: int) -> Path:
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # chosen: see above
         torch.onnx.export(model, example, str(target), dynamo=False, opset_version=opset,
-                          input_names=list(INPUTS), output_names=["logits"],
+                          input_names=list(inputs), output_names=["logits"],
                           dynamic_axes=axes)
     model.config.save_pretrained(out)
     load_tokenizer(folder).save_pretrained(out)

@@ -22,9 +22,15 @@ STDIN = "-"
 OUTPUT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 
 
-def read_inputs(source: str, text_column: str = "text") -> pd.DataFrame:
+def read_inputs(source: str, text_column: str = "text", pair_column: str | None = None
+                ) -> pd.DataFrame:
     """The input as a table whose `text_column` holds the texts (a .txt file or standard
-    input becomes a one-column table, one row per line)."""
+    input becomes a one-column table, one row per line), and `pair_column` the second
+    texts of sentence pairs (tables only)."""
+    if pair_column and (source == STDIN or Path(source).suffix.lower() == ".txt"):
+        raise StageError(f"--text-pair-column {pair_column}: sentence pairs need a table "
+                         f"input ({', '.join(TABLE_SUFFIXES)}) with both columns, not "
+                         f"{'standard input' if source == STDIN else source}")
     if source == STDIN:
         lines = decode_utf8(sys.stdin.buffer.read(), "<stdin>").splitlines()
         return pd.DataFrame({text_column: lines}, dtype=object)
@@ -39,8 +45,9 @@ def read_inputs(source: str, text_column: str = "text") -> pd.DataFrame:
         raise StageError(f"{path}: unsupported input type {suffix!r}; expected .txt or one of "
                          f"{TABLE_SUFFIXES}")
     frame = read_table(path)
-    require_columns(frame, path, [text_column], "--text-column")
-    return frame.assign(**{text_column: text_cells(frame, path, text_column)})
+    columns = [text_column, *([pair_column] if pair_column else [])]
+    require_columns(frame, path, columns, "--text-column / --text-pair-column")
+    return frame.assign(**{c: text_cells(frame, path, c) for c in columns})
 
 
 def check_output(target: str | None) -> None:
@@ -50,24 +57,25 @@ def check_output(target: str | None) -> None:
                          f"{OUTPUT_SUFFIXES}")
 
 
-def write_jsonl(texts: list[str], predictions: list[dict], handle: TextIO) -> None:
-    """One object per input row: text, label, score, every label's score."""
-    for text, prediction in zip(texts, predictions):
-        handle.write(json.dumps({"text": text, **prediction}, ensure_ascii=False) + "\n")
+def write_jsonl(inputs: list[dict], predictions: list[dict], handle: TextIO) -> None:
+    """One object per input row: text (and text_pair), label, score, every label's score."""
+    for item, prediction in zip(inputs, predictions):
+        handle.write(json.dumps({**item, **prediction}, ensure_ascii=False) + "\n")
 
 
 def write_predictions(frame: pd.DataFrame, text_column: str, predictions: list[dict],
-                      target: str | None) -> None:
+                      target: str | None, pair_column: str | None = None) -> None:
     """JSON Lines to standard output (no target) or a .jsonl file; a .csv/.tsv target gets
     the input's columns plus `label` and `score`. A file appears only when complete."""
-    texts = frame[text_column].tolist()
+    names = {"text": text_column, **({"text_pair": pair_column} if pair_column else {})}
+    inputs = frame[list(names.values())].set_axis(list(names), axis=1).to_dict("records")
     if target is None:
-        write_jsonl(texts, predictions, sys.stdout)
+        write_jsonl(inputs, predictions, sys.stdout)
         return
     suffix = Path(target).suffix.lower()
     with atomic_file(target) as handle:
         if suffix == ".jsonl":
-            write_jsonl(texts, predictions, handle)
+            write_jsonl(inputs, predictions, handle)
         else:
             columns = prediction_columns(frame)
             out = frame.assign(**{columns[0]: [p["label"] for p in predictions],

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from finetuning.data.batching import (TokenizedSplit, iterate_batches, sorted_batches,
+from finetuning.data.batching import (TokenizedSplit, iterate_batches, model_inputs, sorted_batches,
                                       usable_positions)
 from finetuning.errors import StageError
 from finetuning.metrics import classification_report
@@ -46,8 +46,7 @@ def predict_logits(model: torch.nn.Module, split: TokenizedSplit, batch_size: in
     limit = usable_positions(model.config) if hasattr(model, "config") else None
     for batch in iterate_batches(split, batches, pad_id, device, limit):
         with amp or contextlib.nullcontext():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        output_hidden_states=embeddings)
+            out = model(**model_inputs(batch), output_hidden_states=embeddings)
         logits.append(out.logits.float().cpu())
         if embeddings:
             vectors.append(out.hidden_states[-1][:, 0].float().cpu())
@@ -75,13 +74,14 @@ def score_splits(model: torch.nn.Module, splits: dict[str, TokenizedSplit], batc
     return out
 
 
-def predictions_frame(texts: list[str], labels: np.ndarray, logits: torch.Tensor,
+def predictions_frame(inputs: pd.DataFrame, labels: np.ndarray, logits: torch.Tensor,
                       names: list[str]) -> pd.DataFrame:
-    """One row per example: text, true and predicted label names, class probabilities."""
+    """One row per example: its text (and text_pair) columns, true and predicted label
+    names, class probabilities."""
     probs = logits.softmax(-1).numpy()
-    frame = pd.DataFrame({"text": texts, "label": [names[i] for i in labels],
-                          "predicted": [names[i] for i in probs.argmax(-1)],
-                          "confidence": probs.max(-1)})
+    frame = inputs.reset_index(drop=True).assign(
+        label=[names[i] for i in labels], predicted=[names[i] for i in probs.argmax(-1)],
+        confidence=probs.max(-1))
     for i, name in enumerate(names):
         frame[f"prob_{name}"] = probs[:, i]
     return frame

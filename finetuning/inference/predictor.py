@@ -1,10 +1,11 @@
 """Texts in, label scores out: the one prediction path behind `finetune predict`, `finetune
 serve` and the export stage's measurements, on every backend.
 
-Texts are tokenized as in training (the model folder's tokenizer, truncated at the
-`max_length` it was trained with, recorded as the tokenizer's `model_max_length`), sorted
-by length, cut into batches padded to their own longest row (where a cut saves more
-padding than a forward pass costs), run, and put back in order.
+Texts (or pairs of texts) are tokenized as in training (the model folder's tokenizer,
+cut at the `max_length` and by the truncation it was trained with, both recorded in its
+tokenizer config: finetuning/data/truncation.py), sorted by length, cut into batches
+padded to their own longest row (where a cut saves more padding than a forward pass
+costs), run, and put back in order.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from finetuning.data.batching import TokenizedSplit, collate, padding_aware_batches
 from finetuning.data.tokenization import encode_texts
 from finetuning.data.tokenizer import load_tokenizer
+from finetuning.data.truncation import Truncation
 from finetuning.inference.backends import load_backend
 from finetuning.monitoring.drift import read_reference
 
@@ -63,21 +65,22 @@ class Predictor:
         self.tokenizer = load_tokenizer(self.folder)
         config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
         self.labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        positions = config.get("max_position_embeddings", self.tokenizer.model_max_length)
-        self.max_length = min(self.tokenizer.model_max_length, positions)
+        self.truncation = Truncation.recorded(self.tokenizer,
+                                              config.get("max_position_embeddings"))
         self.batch_size = batch_size
         self.reference = read_reference(self.folder)  # validation, to watch drift against
 
-    def encode(self, texts: list[str]) -> tuple[TokenizedSplit, np.ndarray]:
-        """Token ids of every text, tokenized and truncated as in training, as one flat
-        split; and which texts were cut."""
-        ids, truncated = encode_texts(texts, self.tokenizer, self.max_length)
-        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-        tokens = np.fromiter((t for row in ids for t in row), dtype=np.int32,
-                             count=int(lengths.sum()))
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        split = TokenizedSplit(tokens, offsets, np.zeros(len(ids), dtype=np.int64))
-        return split, np.asarray(truncated, dtype=bool)
+    @property
+    def max_length(self) -> int:
+        return self.truncation.max_length
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None
+               ) -> tuple[TokenizedSplit, np.ndarray]:
+        """Token ids of every text (or pair), tokenized and truncated as in training, as
+        one flat split; and which texts were cut."""
+        enc = encode_texts(texts, self.tokenizer, self.truncation, pairs)
+        split = TokenizedSplit.of_rows(enc.ids, enc.types)
+        return split, np.asarray(enc.truncated, dtype=bool)
 
     def batches(self, split: TokenizedSplit) -> Iterator[tuple[np.ndarray, dict]]:
         """(rows, padded numpy batch) in length order, cut where padding costs most."""
@@ -85,10 +88,12 @@ class Predictor:
             batch = collate(split, rows, self.tokenizer.pad_token_id)
             yield rows, {key: value.numpy() for key, value in batch.items()}
 
-    def run(self, texts: list[str], progress: bool = False) -> Scored:
-        """Logits of every text in input order, with its token count and truncation."""
+    def run(self, texts: list[str], progress: bool = False,
+            pairs: list[str] | None = None) -> Scored:
+        """Logits of every text (with its `pairs` text, if given) in input order, with its
+        token count and truncation."""
         logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        split, truncated = self.encode(texts)
+        split, truncated = self.encode(texts, pairs)
         with tqdm(total=len(texts), unit="text", desc="predict", disable=not progress,
                   leave=False) as bar:
             for rows, batch in self.batches(split):
@@ -96,9 +101,10 @@ class Predictor:
                 bar.update(len(rows))
         return Scored(logits, split.lengths, truncated)
 
-    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """float32 logits of every text, in input order."""
-        return self.run(texts, progress).logits
+    def logits(self, texts: list[str], progress: bool = False,
+               pairs: list[str] | None = None) -> np.ndarray:
+        """float32 logits of every text (or pair), in input order."""
+        return self.run(texts, progress, pairs).logits
 
     def predictions(self, logits: np.ndarray) -> list[dict]:
         """Per row of logits: the top label, its probability, every label's probability."""
@@ -108,6 +114,7 @@ class Predictor:
                  "scores": {name: float(v) for name, v in zip(self.labels, p)}}
                 for b, p in zip(best, probs)]
 
-    def predict(self, texts: list[str], progress: bool = False) -> list[dict]:
+    def predict(self, texts: list[str], progress: bool = False,
+                pairs: list[str] | None = None) -> list[dict]:
         """Per text: the top label, its probability, and every label's probability."""
-        return self.predictions(self.logits(texts, progress))
+        return self.predictions(self.logits(texts, progress, pairs))

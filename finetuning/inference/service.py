@@ -2,7 +2,8 @@
 text-classification format, so Hugging Face's own clients work against it unchanged.
 
     POST /predict   {"inputs": str | [str], "parameters": {"top_k", "function_to_apply"}}
-                    -> one list of {"label", "score"} per input, best first
+                    -> one list of {"label", "score"} per input, best first; a sentence
+                    pair is {"text": str, "text_pair": str} in place of a str
     GET  /health    200 once the model is loaded
     GET  /metadata  model folder, labels, max_length, backend, commit, its eval metrics,
                     and drift of recent predictions against validation
@@ -58,11 +59,29 @@ class Parameters(BaseModel):
         None, description="how logits become scores (default softmax)")
 
 
+class TextPair(BaseModel):
+    """Two texts classified together (entailment, paraphrase), as Hugging Face's
+    text-classification API takes them."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr
+    text_pair: StrictStr
+
+
+Item = tuple[str, str | None]  # a text and its pair's second text, or None
+
+
 class PredictRequest(BaseModel):
     """A request as Hugging Face's InferenceClient sends it."""
 
-    inputs: StrictStr | list[StrictStr] = Field(description="one text or a list of texts")
+    inputs: StrictStr | TextPair | list[StrictStr | TextPair] = Field(
+        description="one text or pair, or a list of them")
     parameters: Parameters | None = None
+
+    def items(self) -> list[Item]:
+        """The inputs as (text, text_pair or None), in order."""
+        inputs = self.inputs if isinstance(self.inputs, list) else [self.inputs]
+        return [(x, None) if isinstance(x, str) else (x.text, x.text_pair) for x in inputs]
 
 
 class LabelScore(BaseModel):
@@ -78,11 +97,11 @@ class LimitExceeded(Exception):
         self.limit, self.value, self.allowed = limit, value, allowed
 
 
-def check_limits(texts: list[str], limits: Limits) -> None:
-    """Refuse a request with too many texts or a text too long (413), or none (422)."""
-    if len(texts) > limits.max_inputs:
-        raise LimitExceeded("max_inputs", len(texts), limits.max_inputs)
-    longest = max((len(text) for text in texts), default=0)
+def check_limits(items: list[Item], limits: Limits) -> None:
+    """Refuse a request with too many inputs or a text too long (413)."""
+    if len(items) > limits.max_inputs:
+        raise LimitExceeded("max_inputs", len(items), limits.max_inputs)
+    longest = max((len(text or "") for item in items for text in item), default=0)
     if longest > limits.max_chars:
         raise LimitExceeded("max_chars", longest, limits.max_chars)
 
@@ -103,10 +122,16 @@ def create_app(predictor: Predictor, limits: Limits, metrics_file: Path | None =
     """The ASGI application around a loaded predictor."""
     telemetry = Telemetry(predictor.labels, predictor.reference, watch)
 
-    def run_batch(texts: list[str]) -> np.ndarray:
-        scored = predictor.run(texts)
-        telemetry.observe_batch(scored)
-        return scored.logits
+    def run_batch(items: list[Item]) -> np.ndarray:
+        logits = np.zeros((len(items), len(predictor.labels)), dtype=np.float32)
+        for paired in (False, True):  # single texts and pairs tokenize apart
+            rows = [i for i, (_, pair) in enumerate(items) if (pair is not None) == paired]
+            if rows:
+                scored = predictor.run([items[i][0] for i in rows],
+                                       pairs=[items[i][1] for i in rows] if paired else None)
+                telemetry.observe_batch(scored)
+                logits[rows] = scored.logits
+        return logits
 
     batcher = MicroBatcher(run_batch, limits.max_batch, limits.max_wait_ms,
                            on_wait=telemetry.queue_wait.observe)
@@ -185,12 +210,12 @@ def add_routes(app: FastAPI, batcher: MicroBatcher, predictor: Predictor, limits
     @app.post("/predict", response_model=list[list[LabelScore]])
     async def predict(request: PredictRequest) -> list[list[dict]]:
         """Scores of each input's labels, best first (Hugging Face's format)."""
-        texts = [request.inputs] if isinstance(request.inputs, str) else request.inputs
-        check_limits(texts, limits)
-        if not texts:
+        items = request.items()
+        check_limits(items, limits)
+        if not items:
             return []
         parameters = request.parameters or Parameters()
-        scores = transform(await batcher.submit(texts), parameters.function_to_apply or "softmax")
+        scores = transform(await batcher.submit(items), parameters.function_to_apply or "softmax")
         return [ranked(row, predictor.labels, parameters.top_k) for row in scores]
 
     @app.get("/health")

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from finetuning.config import Config, Paths
+from finetuning.data.prepared import shown_texts
 from finetuning.metrics import confusion_matrix, reliability
 from finetuning.provenance import hardware
 from finetuning.reporting.document import MISSING, Image, Section, Table, fmt
@@ -62,7 +63,10 @@ def data_section(run: RunData, cfg: Config) -> Section:
         f"Token lengths after truncation at `tokenize.max_length` = {cfg.tokenize.max_length}"
         f" (`{cfg.paths.tokenize_metrics}`); label shares from `{cfg.paths.prepare_metrics}`.",
         data_table(run.prepared, run.tokenized, cfg.prepare.labels),
-        "Rows dropped before splitting (a text with two labels loses every row):",
+        "Where the splits came from: " + ", ".join(
+            f"{split}: {origin}" for split, origin in run.prepared.get("split_from", {}).items())
+        + ". Rows dropped (a text with two labels loses every row; a text in two of the "
+        "source's splits stays only in the later of train < validation < test):",
         dropped_table(run.prepared)])
 
 
@@ -149,7 +153,7 @@ def errors_section(run: RunData, cfg: Config, curves: Curves) -> Section:
     truth, probs = prediction_arrays(run.predictions, labels)
     counts = confusion_matrix(torch.tensor(probs.argmax(-1)), torch.tensor(truth),
                               len(labels)).numpy()
-    mistakes = mistakes_table(run.predictions["text"].tolist(), truth, probs, labels,
+    mistakes = mistakes_table(shown_texts(run.predictions), truth, probs, labels,
                               cfg.report.mistakes)
     return Section("Test split: errors", [
         Image("confusion.png", to_png(confusion_figure(counts, labels,

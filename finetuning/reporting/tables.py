@@ -17,7 +17,11 @@ def key_params(cfg: Config) -> Table:
     """The params that shape the result (dvc.yaml lists exactly these for the stage)."""
     rows = [["prepare.labels", ", ".join(cfg.prepare.labels)],
             ["prepare.max_rows", fmt(cfg.prepare.max_rows)],
-            ["tokenize.max_length", fmt(cfg.tokenize.max_length)]]
+            ["prepare.text_pair_column", cfg.prepare.text_pair_column or "(single texts)"],
+            ["tokenize.max_length", fmt(cfg.tokenize.max_length)],
+            ["tokenize.truncation", cfg.tokenize.truncation + (
+                f" ({cfg.tokenize.head_tokens} head tokens)"
+                if cfg.tokenize.truncation == "head+tail" else "")]]
     for section in ("train", "baseline"):
         rows += [[f"{section}.{k}", str(v)]
                  for k, v in dataclasses.asdict(getattr(cfg, section)).items()]
@@ -50,7 +54,9 @@ def training_table(train: dict) -> Table:
             ("final train accuracy", train.get("final_train_accuracy")),
             ("stopped early", train.get("stopped_early")),
             ("weights kept", f"step {train.get('selected_step')}: {train.get('selected_by')}"),
-            ("temperature", train.get("calibration", {}).get("temperature"))]
+            ("temperature", train.get("calibration", {}).get("temperature")),
+            ("class weights", ", ".join(f"{k} {v:g}" for k, v in
+                                        train.get("class_weights", {}).items()) or "none")]
     return Table(["figure", "value"], [[name, fmt(value, None)] for name, value in rows])
 
 
@@ -74,9 +80,10 @@ def data_table(prepared: dict, tokenized: dict, labels: list[str]) -> Table:
 
 def dropped_table(prepared: dict) -> Table:
     """Rows the prepare stage dropped per source: empty texts, texts that carry more than
-    one label (every row of them), and repeats of a text."""
-    kinds = ("empty", "conflicting_labels", "duplicate")
-    return Table(["source", "empty", "conflicting labels", "duplicate"],
+    one label (every row of them), repeats of a text, and texts of the source's own train
+    (validation) split also in a later split."""
+    kinds = ("empty", "conflicting_labels", "duplicate", "in_another_split")
+    return Table(["source", "empty", "conflicting labels", "duplicate", "in another split"],
                  [[source, *(fmt(counts.get(kind)) for kind in kinds)]
                   for source, counts in prepared.get("dropped", {}).items()])
 

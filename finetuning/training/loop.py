@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from finetuning.config import Config
 from finetuning.data.batching import (TokenizedSplit, iterate_batches, length_grouped_batches,
-                                      shard_batches, usable_positions)
+                                      model_inputs, shard_batches, usable_positions)
 from finetuning.errors import StageError
 from finetuning.inference.model import predict_logits
 from finetuning.metrics import classification_report
@@ -39,6 +39,16 @@ class Optim:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     max_grad_norm: float
+    class_weights: torch.Tensor | None = None  # of the cross-entropy (train.class_weights)
+
+
+def class_weights(labels: np.ndarray, num_labels: int, mode: str) -> list[float] | None:
+    """`balanced`: n / (classes x count of the class) on the train split (scikit-learn's
+    rule), so every class weighs as much in the loss whatever its share; `none`: None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_labels)
+    return [len(labels) / (num_labels * count) for count in counts.tolist()]
 
 
 def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optim: Optim,
@@ -55,9 +65,8 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optim: Op
         sync = model.no_sync()
     with sync:
         with amp:
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+            logits = model(**model_inputs(batch)).logits
+        loss = F.cross_entropy(logits.float(), batch["labels"], weight=optim.class_weights)
         optim.scaler.scale(loss * scale).backward()
     if not update:
         return loss, logits, None
@@ -92,8 +101,13 @@ class Trainer:
         rate = self.tcfg.lora.learning_rate if self.tcfg.method == "lora" \
             else self.tcfg.learning_rate
         optimizer = build_optimizer(model, rate, self.tcfg.weight_decay, runtime.device)
+        self.class_weights = class_weights(splits["train"].labels, self.num_labels,
+                                           self.tcfg.class_weights)
+        weights = None if self.class_weights is None else torch.tensor(
+            self.class_weights, dtype=torch.float32, device=runtime.device)
         self.optim = Optim(optimizer, build_scheduler(optimizer, self.tcfg, self.total),
-                           grad_scaler(runtime, self.tcfg.precision), self.tcfg.max_grad_norm)
+                           grad_scaler(runtime, self.tcfg.precision), self.tcfg.max_grad_norm,
+                           weights)
         self.model = DistributedDataParallel(model) if runtime.distributed else model
         self.amp = autocast(runtime, self.tcfg.precision)
         self.window = Window.create(self.num_labels, runtime.device)

@@ -15,6 +15,7 @@ from finetuning.config import Config
 from finetuning.data.batching import load_splits
 from finetuning.data.prepared import read_texts
 from finetuning.data.tokenizer import load_tokenizer
+from finetuning.data.truncation import Truncation
 from finetuning.errors import StageError
 from finetuning.inference.model import load_classifier, predict_logits
 from finetuning.metrics import classification_report
@@ -99,6 +100,9 @@ def run_training(trainer: Trainer) -> tuple[dict, dict]:
     finally:
         trainer.monitor.writer.close()
     summary["trainable_parameters"] = trainable_parameters(module)
+    if trainer.class_weights is not None:
+        ran["class_weights"] = dict(zip(cfg.prepare.labels,
+                                        (round(w, 4) for w in trainer.class_weights)))
     ran.update(method=cfg.train.method, num_parameters=module.num_parameters(),
                device=runtime.device.type,
                world_size=runtime.world_size, precision=cfg.train.precision,
@@ -153,14 +157,14 @@ def project(trainer: Trainer) -> None:
 
 
 def save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-               out: Path, max_length: int) -> None:
+               out: Path, truncation: Truncation) -> None:
     """Write a HF folder (safetensors weights, config with id2label, tokenizer) into the
     empty folder `out` (a staged output).
 
-    The tokenizer records the training truncation as its `model_max_length`, so whoever
-    loads the folder (`finetune predict`, `pipeline(..., truncation=True)`) cuts texts
-    where training did."""
-    tokenizer.model_max_length = max_length
+    The tokenizer records the training truncation (finetuning/data/truncation.py), so
+    whoever loads the folder (`finetune predict`, `pipeline(..., truncation=True)`) cuts
+    texts where training did."""
+    truncation.record(tokenizer)
     model = merge_lora(model, out)  # LoRA: the adapter saved in out/adapter, merged
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
