@@ -170,7 +170,8 @@ def tiny_benchmark_params(tmp_path, tiny_model) -> Path:
                        ("test", frame[50:])):
         rows.reset_index(drop=True).to_parquet(prepared / f"{name}.parquet")
     tokenized = tmp_path / "tokenized"
-    tokenize_splits(prepared, load_tokenizer(tiny_model), Truncation(16)).save_to_disk(str(tokenized))
+    splits = tokenize_splits(prepared, load_tokenizer(tiny_model), Truncation(16))
+    splits.save_to_disk(str(tokenized))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["paths"] = paths_under(tmp_path)  # inside the params file's folder, as required
     params["paths"].update(base_model=str(shutil.copytree(tiny_model, tmp_path / "model")),

@@ -120,4 +120,5 @@ def test_an_error_names_the_users_own_source(tmp_path):
     (tmp_path / "000-reviews.csv").write_text("text,label\nx,maybe\n")
     with pytest.raises(StageError, match=r"000-reviews.csv: row 1, .* \(fetched from "
                        r"fetch.data = /home/me/reviews.csv\)"):
-        read_examples(tmp_path, Columns("text", "label", LABELS), "fetch.data = /home/me/reviews.csv")
+        read_examples(tmp_path, Columns("text", "label", LABELS),
+                      "fetch.data = /home/me/reviews.csv")

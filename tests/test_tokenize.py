@@ -32,7 +32,8 @@ def test_tokenized_output_is_the_same_wherever_the_repository_is(tiny_model, tmp
         prepared.mkdir(parents=True)
         pd.DataFrame({"text": ["good film", "bad plot"], "label": [1, 0]}).to_parquet(
             prepared / "train.parquet", index=False)
-        tokenize_splits(prepared, tokenizer, Truncation(16)).save_to_disk(str(tmp_path / clone / "tok"))
+        splits = tokenize_splits(prepared, tokenizer, Truncation(16))
+        splits.save_to_disk(str(tmp_path / clone / "tok"))
         states.append((tmp_path / clone / "tok" / "train" / "state.json").read_text())
     assert states[0] == states[1]
 

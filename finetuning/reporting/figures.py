@@ -70,10 +70,18 @@ def confusion_figure(counts: np.ndarray, labels: list[str], title: str) -> plt.F
     return fig
 
 
-def pr_roc_figure(pr: list[dict], roc: list[dict], name: str) -> bytes:
-    """Precision-recall and ROC curves side by side (the points exported for dvc plots)."""
+def pr_roc_figure(pr: list[dict], roc: list[dict], name: str,
+                  per_class: dict[str, list[dict]] | None = None) -> bytes:
+    """Precision-recall and ROC curves side by side (the points exported for dvc plots);
+    `per_class` adds each class's one-vs-rest precision-recall curve."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot([p["recall"] for p in pr], [p["precision"] for p in pr])
+    left.plot([p["recall"] for p in pr], [p["precision"] for p in pr], label=name,
+              linewidth=2.5 if per_class else 1.5)
+    for label, points in (per_class or {}).items():
+        left.plot([p["recall"] for p in points], [p["precision"] for p in points],
+                  label=label, linewidth=1)
+    if per_class:
+        left.legend(loc="lower left", fontsize="small")
     left.set(xlabel="recall", ylabel="precision", title=f"precision-recall (test, {name})",
              xlim=(0, 1.01), ylim=(0, 1.01))
     right.plot([p["fpr"] for p in roc], [p["tpr"] for p in roc])

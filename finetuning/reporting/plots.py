@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +103,18 @@ class Curves:
     roc: list[dict]
     average_precision: float
     roc_auc: float
+    per_class: dict[str, tuple[list[dict], float]] = field(default_factory=dict)  # PR, AP
 
 
 def curves_of(predictions: pd.DataFrame, labels: list[str]) -> Curves:
-    """PR and ROC points and areas of the evaluate stage's test predictions."""
+    """PR and ROC points and areas of the evaluate stage's test predictions; with more
+    than two classes, also each class's one-vs-rest PR curve and average precision."""
     truth, score, name = positive_scores(predictions, labels)
+    per_class = {}
+    for label in labels if len(labels) > 2 else []:
+        is_label = (predictions["label"] == label).to_numpy()
+        probs = predictions[f"prob_{label}"].to_numpy()
+        per_class[label] = (pr_points(is_label, probs),
+                            float(average_precision_score(is_label, probs)))
     return Curves(name, pr_points(truth, score), roc_points(truth, score),
-                  *curve_areas(truth, score))
+                  *curve_areas(truth, score), per_class)

@@ -160,8 +160,11 @@ def errors_section(run: RunData, cfg: Config, curves: Curves) -> Section:
                                                        "confusion matrix (test)")),
               "confusion matrix"),
         f"Precision-recall and ROC for {curves.name}: average precision "
-        f"{curves.average_precision:.4f}, ROC AUC {curves.roc_auc:.4f}.",
-        Image("pr_roc.png", pr_roc_figure(curves.pr, curves.roc, curves.name),
+        f"{curves.average_precision:.4f}, ROC AUC {curves.roc_auc:.4f}." + "".join(
+            f" Average precision of '{label}' against the rest: {ap:.4f}."
+            for label, (_, ap) in curves.per_class.items()),
+        Image("pr_roc.png", pr_roc_figure(curves.pr, curves.roc, curves.name, {
+            label: points for label, (points, _) in curves.per_class.items()}),
               "precision-recall and ROC curves"),
         f"The {len(mistakes.rows)} most confident mistakes (`report.mistakes` = "
         f"{cfg.report.mistakes}); probability is the model's for its predicted label:",
