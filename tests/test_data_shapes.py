@@ -292,3 +292,30 @@ def test_balanced_class_weights_make_every_class_weigh_the_same():
     assert weights == pytest.approx([10 / 18, 10 / 9, 10 / 3])
     assert np.bincount(labels) @ np.array(weights) == pytest.approx(10)  # each class: 10/3
     assert class_weights(labels, 3, "none") is None
+
+
+def test_a_hub_dataset_keeps_its_splits_through_fetch_and_prepare(tmp_path):
+    """The README's IMDB setup (`stanfordnlp/imdb`, hf_splits [train, test], labels
+    [neg, pos]) on a local stand-in in IMDB's Hub layout, through the real
+    `datasets.load_dataset` path of the fetch stage."""
+    from finetuning.config import Fetch
+    from finetuning.data.fetching import fetch_hub_dataset
+
+    hub = tmp_path / "imdb" / "plain_text"
+    hub.mkdir(parents=True)
+    short = {"negative": "neg", "positive": "pos"}
+    train, test = (make_sentences(n, seed=s).assign(label=lambda f: f["label"].map(short))
+                   for n, s in ((40, 10), (12, 11)))
+    hub_split(train, ["neg", "pos"], hub / "train-00000-of-00001.parquet")
+    hub_split(test, ["neg", "pos"], hub / "test-00000-of-00001.parquet")
+    main = raw_main(tmp_path)
+    record = fetch_hub_dataset(str(tmp_path / "imdb"), main,
+                               Fetch(hf_splits=["train", "test"]))
+    assert record["splits"] == ["train", "test"]
+    assert sorted(p.name for p in main.iterdir()) == ["test.parquet", "train.parquet"]
+    splits, summary = prepare_splits(tmp_path / "raw", Prepare(labels=["neg", "pos"]))
+    assert sorted(splits["test"]["text"]) == sorted(test["text"])
+    assert summary["split_from"]["test"] == "the source's own"
+    with pytest.raises(StageError, match=r"dataset .*imdb has no split 'validation'; it has "
+                       r"\['train', 'test'\]"):
+        fetch_hub_dataset(str(tmp_path / "imdb"), tmp_path, Fetch(hf_splits=["validation"]))

@@ -129,7 +129,7 @@ def test_health_metadata_and_docs(server):
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
     meta = httpx.get(f"{url}/metadata").json()
     assert meta["labels"] == cfg.prepare.labels and meta["backend"] == "torch"
-    assert meta["max_length"] == cfg.tokenize.max_length
+    assert meta["max_length"] == cfg.tokenize.max_length and meta["truncation"] == "head"
     assert meta["metrics"] == json.loads(open(cfg.paths.eval_metrics).read())
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]

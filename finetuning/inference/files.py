@@ -46,7 +46,8 @@ def read_inputs(source: str, text_column: str = "text", pair_column: str | None 
                          f"{TABLE_SUFFIXES}")
     frame = read_table(path)
     columns = [text_column, *([pair_column] if pair_column else [])]
-    require_columns(frame, path, columns, "--text-column / --text-pair-column")
+    require_columns(frame, path, columns,
+                    "--text-column / --text-pair-column" if pair_column else "--text-column")
     return frame.assign(**{c: text_cells(frame, path, c) for c in columns})
 
 

@@ -5,8 +5,8 @@ text-classification format, so Hugging Face's own clients work against it unchan
                     -> one list of {"label", "score"} per input, best first; a sentence
                     pair is {"text": str, "text_pair": str} in place of a str
     GET  /health    200 once the model is loaded
-    GET  /metadata  model folder, labels, max_length, backend, commit, its eval metrics,
-                    and drift of recent predictions against validation
+    GET  /metadata  model folder, labels, max_length, truncation, backend, commit, its
+                    eval metrics, and drift of recent predictions against validation
     GET  /metrics   Prometheus' text format (telemetry.py)
     GET  /docs      OpenAPI documentation
 
@@ -113,7 +113,8 @@ def metadata(predictor: Predictor, metrics_file: Path | None) -> dict:
         scores = json.loads(metrics_file.read_text(encoding="utf-8"))
     commit = git_state([], cwd=predictor.folder)
     return {"model": str(predictor.folder.resolve()), "labels": predictor.labels,
-            "max_length": predictor.max_length, "backend": predictor.backend.name,
+            "max_length": predictor.max_length, "truncation": predictor.truncation.mode,
+            "backend": predictor.backend.name,
             "commit": commit, "metrics": scores}
 
 
