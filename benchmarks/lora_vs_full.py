@@ -8,10 +8,9 @@ params file of its own (params.yaml with `train.method`, `train.seed` and the ou
 moved to a temporary folder; no checkpoints), so its peak RSS (from `os.wait4`) is that
 run's alone. Then the same code scores every run's model on the test split. Per method,
 medians over the seeds: trainable parameters, samples/s, peak RSS, test accuracy, adapter
-size, and model FLOPs utilisation: matmul FLOPs per real token (forward 2N, backward 2N
-for the activations plus 2N_trainable for the weight gradients; N = the linear layers'
-weights; attention's own T^2 terms left out) times real tokens/s, over this machine's
-fp32 matmul peak (a timed 2048 x 2048 `torch.mm`, measured in the same run).
+size, and model FLOPs utilisation (benchmarks/flops.py: matmul FLOPs per real token
+times real tokens/s, over this machine's fp32 matmul peak, a timed 2048 x 2048
+`torch.mm` in the same run).
 Needs `dvc repro tokenize` (data/tokenized, models/base).
 """
 from __future__ import annotations
@@ -23,45 +22,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
+from benchmarks.flops import linear_weights, matmul_peak, mfu
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("full", "lora")
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a square fp32 torch.mm on this process's threads (best of `repeats`)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * size ** 3 / best
-
-
-def timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
-def linear_weights(folder: str, labels: list[str]) -> int:
-    """N: the weights of every linear layer of the classifier built on `folder`."""
-    from finetuning.inference.model import load_classifier
-
-    model = load_classifier(folder, labels)
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-
-
-def train_once(params: dict, method: str, seed: int, epochs: int | None, work: Path) -> dict:
+def train_once(params: dict, method: str, seed: int, epochs: int | None, work: Path,
+               lora_rate: float | None = None) -> dict:
     """One train-stage process; its figures, peak RSS and the folder it wrote."""
     run = {**params, "paths": {**params["paths"], **{key: str(work / key) for key in (
         "trained", "tensorboard", "checkpoints")}, "train_metrics": str(work / "train.json"),
         "train_run": str(work / "train_run.json")}}
     run["train"] = {**params["train"], "method": method, "seed": seed, "checkpoint_every": 0,
                     **({"epochs": epochs} if epochs else {})}
+    if lora_rate is not None:
+        run["train"]["lora"] = {**params["train"]["lora"], "learning_rate": lora_rate}
     # beside `work`, in the project folder: a params file's paths must lie inside its folder
     run_params = work.with_suffix(".yaml")
     run_params.write_text(yaml.safe_dump(run, sort_keys=False))
@@ -77,6 +58,9 @@ def train_once(params: dict, method: str, seed: int, epochs: int | None, work: P
     figures = {**json.loads((work / "train_run.json").read_text()),
                **json.loads((work / "train.json").read_text())}
     return {"method": method, "seed": seed, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "learning_rate": run["train"]["lora"]["learning_rate"] if method == "lora"
+            else run["train"]["learning_rate"],
+            "validation_accuracy": figures.get("selected_validation_accuracy"),
             **{k: figures.get(k) for k in ("samples_per_second", "tokens_per_second",
                                            "trainable_parameters", "num_parameters",
                                            "adapter_mb", "train_seconds")}}
@@ -94,20 +78,22 @@ def test_accuracy(folder: Path, tokenized: str) -> float:
     return scored["test"][1]["accuracy"]
 
 
-def mfu(run: dict, weights: int, peak: float) -> float:
-    """Model FLOPs utilisation of one run (see the module docstring)."""
-    per_token = 4 * weights + 2 * min(run["trainable_parameters"], weights)
-    return per_token * run["tokens_per_second"] / peak
+def variant(run: dict, several_rates: bool) -> str:
+    """A run's row name: its method, and its LoRA learning rate when several were run."""
+    return f"lora@{run['learning_rate']:g}" if run["method"] == "lora" and several_rates \
+        else run["method"]
 
 
-def summarize(runs: list[dict]) -> dict[str, dict]:
-    """Per method, the median of every figure over its runs."""
-    keys = ("trainable_parameters", "samples_per_second", "peak_rss_mib", "test_accuracy",
-            "adapter_mb", "mfu")
-    return {method: {k: statistics.median(r[k] for r in runs if r["method"] == method)
-                     if all(r[k] is not None for r in runs if r["method"] == method) else None
-                     for k in keys}
-            for method in METHODS if any(r["method"] == method for r in runs)}
+def summarize(runs: list[dict], several_rates: bool) -> dict[str, dict]:
+    """Per method (and LoRA learning rate), the median of every figure over its runs."""
+    keys = ("trainable_parameters", "samples_per_second", "peak_rss_mib",
+            "validation_accuracy", "test_accuracy", "adapter_mb", "mfu")
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(variant(run, several_rates), []).append(run)
+    return {name: {k: statistics.median(r[k] for r in group)
+                   if all(r[k] is not None for r in group) else None for k in keys}
+            for name, group in groups.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,23 +104,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--epochs", type=int, help="instead of train.epochs")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--lora-learning-rates", type=float, nargs="+", metavar="LR",
+                        help="one LoRA run per rate (default: train.lora.learning_rate); "
+                        "choose by the medians' validation_accuracy, never test_accuracy")
     parser.add_argument("--json", type=Path, help="write runs and medians here")
     args = parser.parse_args(argv)
     params = yaml.safe_load(Path(args.params).read_text())
     project = Path(args.params).resolve().parent  # the runs' outputs go inside it
     peak = matmul_peak()
     weights = linear_weights(params["paths"]["base_model"], params["prepare"]["labels"])
+    rates = args.lora_learning_rates or [None]
+    jobs = [(method, rate) for method in args.methods
+            for rate in (rates if method == "lora" else [None])]
     runs = []
     for seed in args.seeds:
-        for method in args.methods if seed % 2 == 0 else args.methods[::-1]:  # alternate
+        for method, rate in jobs if seed % 2 == 0 else jobs[::-1]:  # alternate the order
             with tempfile.TemporaryDirectory(dir=project, prefix=".lora_vs_full-") as tmp:
-                run = train_once(params, method, seed, args.epochs, Path(tmp))
+                run = train_once(params, method, seed, args.epochs, Path(tmp), rate)
                 run["test_accuracy"] = test_accuracy(Path(tmp) / "trained",
                                                      params["paths"]["tokenized"])
             run["mfu"] = mfu(run, weights, peak)
             runs.append(run)
             print(json.dumps(run), flush=True)
-    medians = summarize(runs)
+    medians = summarize(runs, len(rates) > 1)
     print(f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; medians over seeds {args.seeds}:")
     for method, row in medians.items():
         print(f"  {method}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

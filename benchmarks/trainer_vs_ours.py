@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.flops import linear_weights, matmul_peak, mfu
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTENDERS = ("ours", "trainer-default", "trainer-grouped", "ours-compile")
 DEFAULT_CONTENDERS = CONTENDERS[:3]
@@ -85,7 +87,7 @@ def padded_tokens(batches: Sequence[np.ndarray], lengths: np.ndarray) -> int:
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     """Median (and the spread of samples/s) of each contender's runs."""
     keys = ("train_seconds", "samples_per_second", "tokens_per_second", "peak_rss_mib",
-            "test_accuracy", "padding_efficiency", "cpu_share")
+            "test_accuracy", "padding_efficiency", "cpu_share", "mfu")
     out = {}
     for name in dict.fromkeys(run["contender"] for run in runs):
         mine = [run for run in runs if run["contender"] == name]
@@ -136,14 +138,14 @@ def format_report(summary: dict[str, dict], ratios: dict[str, dict], checks: lis
     """The human-readable result: medians per contender, ratios, targets, machine."""
     lines = [f"{'contender':<16} {'runs':>4} {'wall s':>8} {'samples/s':>10} "
              f"{'(min-max)':>13} {'tokens/s':>9} {'pad eff':>7} {'peak RSS MiB':>12} "
-             f"{'test acc':>8} {'CPU got':>7}"]
+             f"{'test acc':>8} {'CPU got':>7} {'MFU':>6}"]
     for name, row in summary.items():
         spread = f"{row['samples_per_second_min']:.1f}-{row['samples_per_second_max']:.1f}"
         lines.append(f"{name:<16} {row['runs']:>4} {row['train_seconds']:>8.1f} "
                      f"{row['samples_per_second']:>10.1f} {spread:>13} "
                      f"{row['tokens_per_second']:>9.0f} {row['padding_efficiency']:>7.2f} "
                      f"{row['peak_rss_mib']:>12.0f} {row['test_accuracy']:>8.4f} "
-                     f"{row['cpu_share']:>7.0%}")
+                     f"{row['cpu_share']:>7.0%} {row['mfu']:>6.1%}")
     if ratios:
         lines += ["", f"{'ours / ...':<16} {'samples/s':>10} {'tokens/s':>9} {'peak RSS':>9} "
                       f"{'test acc (points)':>18}"]
@@ -159,7 +161,8 @@ def format_report(summary: dict[str, dict], ratios: dict[str, dict], checks: lis
                   f"threads included) around runs: min {load['min']:.2f}, median "
                   f"{load['median']:.2f}, max {load['max']:.2f} on {machine['cpu_count']} CPUs; "
                   f"torch threads {machine['torch_threads']}; CPU got = CPU seconds / "
-                  f"(process seconds x threads)"]
+                  f"(process seconds x threads); MFU against the measured fp32 matmul peak, "
+                  f"{machine['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (benchmarks/flops.py)"]
     return "\n".join(lines)
 
 
@@ -400,6 +403,15 @@ def machine_info(runs: list[dict]) -> dict:
 
 def benchmark(args: argparse.Namespace) -> dict:
     """All repetitions of all contenders, then medians, ratios and target checks."""
+    from finetuning.config import load_config
+
+    import torch
+
+    cfg = load_config(args.params)
+    if args.threads:  # the peak on the workers' threads
+        torch.set_num_threads(args.threads)
+    peak = matmul_peak()  # this machine's, now: MFU is against it
+    weights = linear_weights(cfg.paths.base_model, cfg.prepare.labels)
     runs = []
     with tempfile.TemporaryDirectory(prefix="trainer-vs-ours-") as tmp:
         for repeat in range(args.repeats):
@@ -415,12 +427,13 @@ def benchmark(args: argparse.Namespace) -> dict:
                         break
                     log.info("  other processes took its CPU: run %s", "again" if
                              attempt < args.retries else "kept, no retries left")
-                runs.append(run)
+                runs.append({**run, "mfu": mfu(run, weights, peak)})
     summary = summarize(runs)
     ratios = compare(summary) if "ours" in summary else {}
     hidden = ("worker", "result", "repeat", "json")
     return {"settings": {k: v for k, v in vars(args).items() if k not in hidden},
-            "machine": machine_info(runs), "runs": runs, "summary": summary,
+            "machine": {**machine_info(runs), "matmul_peak_flops": peak,
+                        "linear_weights": weights}, "runs": runs, "summary": summary,
             "ratios": ratios, "targets": check_targets(ratios)}
 
 

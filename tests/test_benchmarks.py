@@ -62,7 +62,7 @@ def fake_run(contender: str, sps: float, rss: float, acc: float) -> dict:
     return {"contender": contender, "train_seconds": 100 / sps, "samples_per_second": sps,
             "tokens_per_second": 20 * sps, "peak_rss_mib": rss, "test_accuracy": acc,
             "padding_efficiency": 0.9, "load_average": 1.0, "torch_threads": 2,
-            "cpu_share": 0.95}
+            "cpu_share": 0.95, "mfu": sps / 1000}
 
 
 def fake_runs() -> list[dict]:
@@ -100,9 +100,9 @@ def test_format_report_has_every_contender_ratio_and_target():
     summary = bench.summarize(runs)
     ratios = bench.compare(summary)
     text = bench.format_report(summary, ratios, bench.check_targets(ratios),
-                               bench.machine_info(runs))
+                               {**bench.machine_info(runs), "matmul_peak_flops": 1.2e11})
     for needle in ("ours", "trainer-default", "trainer-grouped", "1.69x", "[MISS]", "[PASS]",
-                   "load average", "100.0"):
+                   "load average", "100.0", " 10.0%", "peak, 120.0 GFLOP/s"):
         assert needle in text
 
 
@@ -195,6 +195,7 @@ def test_trainer_vs_ours_smoke_on_tiny_model(tmp_path, tiny_benchmark_params):
                                "peak_rss_mib", "padding_efficiency"))
         assert run["samples"] == 40 and 0 <= run["test_accuracy"] <= 1
         assert run["padding_efficiency"] <= 1 and run["torch_threads"] == 1
+        assert 0 < run["mfu"] < 1
     assert set(report["ratios"]) == {"trainer-default", "trainer-grouped"}
     positive_numbers(report["ratios"]["trainer-grouped"], ("samples_per_second", "peak_rss"))
 
@@ -271,12 +272,13 @@ def test_lora_vs_full_smoke_on_tiny_model(tmp_path, tiny_benchmark_params):
     out = tmp_path / "lora.json"
     result = run_module("benchmarks.lora_vs_full", "--params", str(tiny_benchmark_params),
                         "--seeds", "1", "--epochs", "1", "--methods", "lora", "--json",
-                        str(out), timeout=300)
+                        str(out), "--lora-learning-rates", "2e-3", timeout=300)
     assert "fp32 matmul peak" in result.stdout
     report = json.loads(out.read_text())
     (run,) = report["runs"]
     lora = report["medians"]["lora"]
     assert run["method"] == "lora" and lora["trainable_parameters"] < run["num_parameters"]
+    assert run["learning_rate"] == 2e-3 and 0 <= lora["validation_accuracy"] <= 1
     assert 0 < lora["adapter_mb"] < 2 and lora["samples_per_second"] > 0
     assert lora["peak_rss_mib"] > 100 and 0 <= lora["test_accuracy"] <= 1
     assert 0 < lora["mfu"] < 1 and report["matmul_peak_flops"] > 1e8
@@ -289,8 +291,14 @@ def test_lora_vs_full_mfu_and_medians():
     assert mfu({"trainable_parameters": 10, "tokens_per_second": 2.0}, 10, 120.0) == 1.0
     assert mfu({"trainable_parameters": 1, "tokens_per_second": 3.0}, 10, 126.0) == 1.0
     runs = [{"method": "full", "trainable_parameters": 5, "samples_per_second": s,
-             "peak_rss_mib": 1.0, "test_accuracy": 0.5, "adapter_mb": None, "mfu": 0.1}
+             "peak_rss_mib": 1.0, "validation_accuracy": 0.6, "test_accuracy": 0.5,
+             "adapter_mb": None, "mfu": 0.1, "learning_rate": 1e-4}
             for s in (1.0, 3.0, 2.0)]
-    assert summarize(runs) == {"full": {"trainable_parameters": 5, "samples_per_second": 2.0,
-                                        "peak_rss_mib": 1.0, "test_accuracy": 0.5,
-                                        "adapter_mb": None, "mfu": 0.1}}
+    assert summarize(runs, False) == {"full": {
+        "trainable_parameters": 5, "samples_per_second": 2.0, "peak_rss_mib": 1.0,
+        "validation_accuracy": 0.6, "test_accuracy": 0.5, "adapter_mb": None, "mfu": 0.1}}
+    lora = [{**run, "method": "lora", "learning_rate": rate, "validation_accuracy": acc}
+            for run, rate, acc in zip(runs, (1e-3, 2e-3, 1e-3), (0.7, 0.8, 0.9))]
+    rows = summarize(runs + lora, True)
+    assert sorted(rows) == ["full", "lora@0.001", "lora@0.002"]
+    assert rows["lora@0.001"]["validation_accuracy"] == 0.8  # the median of 0.7 and 0.9

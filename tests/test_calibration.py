@@ -117,3 +117,19 @@ def test_loss_is_lower_is_better_and_last_keeps_the_last_step():
     restored = Selection("last", "loss", 0)
     restored.load_state_dict(chosen.state_dict())
     assert restored.state_dict() == chosen.state_dict()
+
+
+def test_the_ece_noise_floor_separates_sampling_luck_from_miscalibration():
+    from finetuning.metrics import expected_calibration_error
+    from finetuning.reporting.reliability import ece_noise
+
+    rng = np.random.default_rng(1)
+    positive = rng.uniform(0.05, 0.95, 800)
+    probs = np.stack([1 - positive, positive], axis=1)
+    median, p95 = ece_noise(probs, draws=300)
+    assert 0.01 < median < p95 < 0.06  # 800 rows: a few hundredths from luck alone
+    honest = (rng.random(800) < positive).astype(int)
+    assert expected_calibration_error(probs, honest) < p95
+    sharpened = np.stack([1 - positive ** 0.3, positive ** 0.3], axis=1)  # overconfident
+    assert expected_calibration_error(sharpened, honest) > 2 * p95
+    assert ece_noise(probs, draws=300) == (median, p95)  # seeded

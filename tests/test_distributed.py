@@ -1,7 +1,7 @@
 """DDP through torchrun on CPU (gloo, 2 processes): one model and one log, an exact
 resume after a kill, a failing rank that stops the run, and 2 "nodes" on 127.0.0.1 (the
 second joined with `finetune join`) that train the same model as 1 node of 2 processes,
-or refuse to when their data differ."""
+or refuse to when their data differ; LoRA adapters under DDP."""
 from __future__ import annotations
 
 import contextlib
@@ -175,3 +175,31 @@ def test_a_node_with_other_data_is_refused_by_every_node(prepared, tmp_path):
     for output in (first.stderr, err):
         assert "rank 1 has other tokenized data than rank 0" in output
     assert not Path(node0["paths"]["trained"]).exists()
+
+
+def test_lora_trains_under_two_gloo_processes(prepared, tmp_path):
+    """peft's adapters under DDP: the run completes on both ranks, rank 0 writes the plain
+    merged folder and the adapter, and the adapters trained (LoRA's B starts at zero)."""
+    from finetuning.inference.model import load_classifier
+    from finetuning.training.lora import trainable_parameters, with_lora
+
+    params = copy_inputs(prepared, tmp_path)
+    params["train"] = {**params["train"], "method": "lora"}
+    write_params(params, tmp_path / "params.yaml")
+    result = run_bounded(train_command(tmp_path), ROOT, timeout=300, env=DIST_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cfg = config_from_dict(params)
+    figures = json.loads(Path(cfg.paths.train_metrics).read_text())
+    assert json.loads(Path(cfg.paths.train_run).read_text())["world_size"] == 2
+    single = with_lora(load_classifier(cfg.paths.base_model, cfg.prepare.labels),
+                       cfg.train.lora, cfg.paths.base_model)
+    assert figures["trainable_parameters"] == trainable_parameters(single)
+    trained = Path(cfg.paths.trained)
+    merged = load_file(trained / "model.safetensors")
+    base = load_file(Path(cfg.paths.base_model) / "model.safetensors")
+    assert not [k for k in merged if "lora" in k]
+    assert {k.removeprefix("bert.") for k in merged} >= set(base)
+    adapter = load_file(trained / "adapter" / "adapter_model.safetensors")
+    b_weights = [v for k, v in adapter.items() if "lora_B" in k]
+    assert b_weights and all(v.abs().sum() > 0 for v in b_weights)
+    assert result.stderr.count("step 12/12 validation") == 1  # rank 0 speaks alone

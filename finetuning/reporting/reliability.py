@@ -3,8 +3,23 @@ is right, per confidence bin (finetuning.metrics.reliability computes the bins).
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 
+from finetuning.metrics import expected_calibration_error
 from finetuning.reporting.figures import to_png
+
+
+def ece_noise(probs: np.ndarray, draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The ECE a perfectly calibrated model with these probabilities would still show on
+    this many rows, from sampling alone: labels drawn from the probabilities themselves,
+    `draws` times; (median, 95th percentile). An observed ECE above the 95th percentile is
+    miscalibration, not the luck of a small split."""
+    rng = np.random.default_rng(seed)
+    cumulative = probs.cumsum(-1)
+    values = [expected_calibration_error(probs, (rng.random((len(probs), 1)) > cumulative)
+                                         .sum(-1).clip(max=probs.shape[1] - 1))
+              for _ in range(draws)]
+    return float(np.median(values)), float(np.percentile(values, 95))
 
 
 def reliability_figure(bins: list[tuple[float, float, float, int]], title: str,

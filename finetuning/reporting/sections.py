@@ -17,7 +17,7 @@ from finetuning.reporting.document import MISSING, Image, Section, Table, fmt
 from finetuning.reporting.figures import confusion_figure, curves_figure, pr_roc_figure, to_png
 from finetuning.reporting.mistakes import mistakes_table
 from finetuning.reporting.plots import Curves
-from finetuning.reporting.reliability import reliability_figure
+from finetuning.reporting.reliability import ece_noise, reliability_figure
 from finetuning.reporting.tables import (class_table, comparison_table, data_table,
                                          deployment_table, detail_table, dropped_table,
                                          key_params, sources_table, training_table)
@@ -130,9 +130,12 @@ def calibration_section(run: RunData, labels: list[str]) -> Section:
             f"unchanged): validation ECE {fitted['ece_before']:.4f} → "
             f"{fitted['ece_after']:.4f}, log-loss {fitted['loss_before']:.4f} → "
             f"{fitted['loss_after']:.4f}.")
+    median, p95 = ece_noise(probs)
     return Section("Calibration", [
         told, f"Test split (`metrics/eval.json`): ECE "
-        f"{fmt(run.scores.get('test', {}).get('ece'))}. Bars at the diagonal mean a "
+        f"{fmt(run.scores.get('test', {}).get('ece'))}; a perfectly calibrated model would "
+        f"still show {median:.4f} on {len(probs)} rows from sampling alone (95th percentile "
+        f"{p95:.4f}; labels drawn from its own probabilities). Bars at the diagonal mean a "
         "predicted probability of p is right p of the time.",
         Image("reliability.png", reliability_figure(reliability(probs, truth),
                                                     "reliability (test)"),
