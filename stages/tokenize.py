@@ -13,7 +13,6 @@ from finetuning.config import Config
 from finetuning.data.tokenization import check_max_length, length_stats, tokenize_splits
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.data.truncation import truncation_of
-from finetuning.errors import StageError
 from finetuning.outputs import stage_outputs
 from finetuning.stage import run_stage
 
@@ -23,10 +22,6 @@ log = logging.getLogger("stages.tokenize")
 def tokenize(cfg: Config) -> None:
     """Tokenize the prepared splits and record their length statistics."""
     check_max_length(cfg.tokenize.max_length, Path(cfg.paths.base_model))
-    if cfg.prepare.text_pair_column and cfg.tokenize.truncation != "head":
-        raise StageError(f"tokenize.truncation is {cfg.tokenize.truncation!r}, but sentence "
-                         "pairs (prepare.text_pair_column) are cut longest-first from their "
-                         "ends; set tokenize.truncation: head")
     tokenizer = load_tokenizer(cfg.paths.base_model)
     splits = tokenize_splits(Path(cfg.paths.prepared), tokenizer, truncation_of(cfg.tokenize))
     stats = {name: length_stats(split) for name, split in splits.items()}

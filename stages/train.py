@@ -35,7 +35,8 @@ def train(cfg: Config, topology: Topology = Topology(), params: str = "params.ya
     if runtime.is_main:
         with stage_outputs() as out:  # the model and its figures land together
             folder = out.dir(cfg.paths.trained)
-            save_model(trainer.module, tokenizer, folder, truncation_of(cfg.tokenize))
+            save_model(trainer.module, tokenizer, folder,
+                       truncation_of(cfg.tokenize, bool(cfg.prepare.text_pair_column)))
             ran["adapter_mb"] = adapter_size_mb(folder)
             out.json(cfg.paths.train_run, ran)
             out.json(cfg.paths.train_metrics, summary)

@@ -1,11 +1,10 @@
 """Every shape of classification data, read and split without training: a source's own
 splits (split-named files, a split column, Hub splits with ClassLabel names), label
-folders, sentence pairs, and the truncation of long texts; each bad shape is refused
-naming the file and what was expected."""
+folders and sentence pairs; each bad shape is refused naming the file and what was
+expected. (How long texts are cut: test_truncation.py.)"""
 from __future__ import annotations
 
 import datasets
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,11 +13,7 @@ from finetuning.data.fetching import copy_tables
 from finetuning.data.layouts import file_split, read_examples
 from finetuning.data.splits import prepare_splits
 from finetuning.data.tables import Columns
-from finetuning.data.tokenization import encode_texts
-from finetuning.data.tokenizer import load_tokenizer
-from finetuning.data.truncation import Template, Truncation, longest_first
 from finetuning.errors import StageError
-from finetuning.training.loop import class_weights
 from tests.conftest import make_sentences
 
 LABELS = ["negative", "positive"]
@@ -35,7 +30,9 @@ def raw_main(tmp_path):
     ("train.csv", "train"), ("000-dev.jsonl", "validation"), ("validation.parquet",
                                                                "validation"),
     ("test-00000-of-00001.parquet", "test"), ("TEST.tsv", "test"), ("reviews.csv", None),
-    ("trainer.csv", None), ("000-contest.csv", None)])
+    ("trainer.csv", None), ("000-contest.csv", None), ("test_reviews.csv", None),
+    ("train_2021.csv", None), ("validation_matched.parquet", None),
+    ("train-00000-of-00002-5c3b1a2b.parquet", "train")])
 def test_a_file_name_says_its_split(tmp_path, name, split):
     assert file_split(tmp_path / name) == split
 
@@ -217,83 +214,6 @@ def test_a_missing_pair_column_names_the_file_and_the_setting(tmp_path):
         prepare_splits(tmp_path / "raw", Prepare(text_pair_column="question"))
 
 
-LONG = " ".join(["good", "bad", "the", "movie", "plot", "acting"] * 5)  # 30 word tokens
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model):
-    return load_tokenizer(tiny_model)
-
-
-@pytest.mark.parametrize("mode, head, expect", [
-    ("head", 0, slice(0, 10)), ("tail", 0, slice(20, 30)),
-    ("head+tail", 4, [*range(4), *range(24, 30)])])
-def test_long_texts_keep_head_tail_or_both(tokenizer, mode, head, expect):
-    body = tokenizer(LONG, add_special_tokens=False)["input_ids"]
-    assert len(body) == 30
-    enc = encode_texts([LONG, "good"], tokenizer, Truncation(12, mode, head))
-    kept = body[expect] if isinstance(expect, slice) else [body[i] for i in expect]
-    assert enc.ids[0] == [tokenizer.cls_token_id, *kept, tokenizer.sep_token_id]
-    assert enc.ids[1] == tokenizer("good")["input_ids"] and enc.truncated == [True, False]
-    assert enc.types is None
-
-
-def test_head_cuts_like_the_tokenizer_itself(tokenizer):
-    ours = encode_texts([LONG], tokenizer, Truncation(12, "tail", 0))
-    theirs = tokenizer(LONG, truncation=True, max_length=12)["input_ids"]
-    tokenizer.truncation_side = "left"
-    try:
-        left = tokenizer(LONG, truncation=True, max_length=12)["input_ids"]
-    finally:
-        tokenizer.truncation_side = "right"
-    assert ours.ids[0] == left
-    assert encode_texts([LONG], tokenizer, Truncation(12)).ids[0] == theirs
-
-
-def test_pairs_get_token_types_and_are_cut_longest_first(tokenizer):
-    enc = encode_texts(["good movie", LONG], tokenizer, Truncation(16),
-                       pairs=[LONG, "bad"])
-    assert [len(ids) for ids in enc.ids] == [16, 16] and enc.truncated == [True, True]
-    first = tokenizer("good movie", "good bad")
-    assert enc.ids[0][:4] == first["input_ids"][:4]  # [CLS] good movie [SEP]
-    assert enc.types[0] == [0] * 4 + [1] * 12
-    assert enc.types[1][-3:] == [0, 1, 1] and enc.ids[1][-2:] == [tokenizer.vocab["bad"],
-                                                                  tokenizer.sep_token_id]
-    short = encode_texts(["good"], tokenizer, Truncation(16), pairs=["bad"])
-    assert short.ids[0] == tokenizer("good", "bad")["input_ids"]
-    assert short.types[0] == tokenizer("good", "bad")["token_type_ids"]
-
-
-@pytest.mark.parametrize("lengths, budget, kept", [
-    ((100, 10), 50, (40, 10)), ((10, 100), 50, (10, 40)), ((100, 100), 50, (25, 25)),
-    ((30, 30), 50, (25, 25)), ((5, 5), 50, (5, 5))])
-def test_longest_first_cuts_the_longer_text(lengths, budget, kept):
-    a, b = longest_first(list(range(lengths[0])), list(range(lengths[1])), budget)
-    assert (len(a), len(b)) == kept and a == list(range(kept[0]))
-
-
-def test_the_template_reads_where_special_tokens_go(tokenizer):
-    single, pair = Template.of(tokenizer, False), Template.of(tokenizer, True)
-    assert single.specials == 2 and pair.specials == 3 and pair.body_types == (0, 1)
-
-
-def test_truncation_travels_in_the_saved_tokenizer(tokenizer, tmp_path):
-    for setting in (Truncation(12, "head+tail", 4), Truncation(20, "tail"), Truncation(9)):
-        copy = load_tokenizer(tokenizer.name_or_path)
-        setting.record(copy)
-        copy.save_pretrained(tmp_path / setting.mode)
-        assert Truncation.recorded(load_tokenizer(tmp_path / setting.mode), 128) == setting
-    assert Truncation.recorded(load_tokenizer(tmp_path / "tail"), 16).max_length == 16
-
-
-def test_balanced_class_weights_make_every_class_weigh_the_same():
-    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
-    weights = class_weights(labels, 3, "balanced")
-    assert weights == pytest.approx([10 / 18, 10 / 9, 10 / 3])
-    assert np.bincount(labels) @ np.array(weights) == pytest.approx(10)  # each class: 10/3
-    assert class_weights(labels, 3, "none") is None
-
-
 def test_a_hub_dataset_keeps_its_splits_through_fetch_and_prepare(tmp_path):
     """The README's IMDB setup (`stanfordnlp/imdb`, hf_splits [train, test], labels
     [neg, pos]) on a local stand-in in IMDB's Hub layout, through the real
@@ -319,3 +239,40 @@ def test_a_hub_dataset_keeps_its_splits_through_fetch_and_prepare(tmp_path):
     with pytest.raises(StageError, match=r"dataset .*imdb has no split 'validation'; it has "
                        r"\['train', 'test'\]"):
         fetch_hub_dataset(str(tmp_path / "imdb"), tmp_path, Fetch(hf_splits=["validation"]))
+
+
+def test_hidden_folders_and_files_and_a_bom_are_not_data(tmp_path):
+    main = raw_main(tmp_path)
+    for label, text in (("negative", "\ufeffbad film"), ("positive", "great film")):
+        (main / "train" / label).mkdir(parents=True)
+        (main / "train" / label / "1.txt").write_text(text, encoding="utf-8")
+        (main / "train" / label / "._1.txt").write_bytes(b"\x00\x05\x16\x07 mac")
+    (main / "__MACOSX" / "train").mkdir(parents=True)
+    (main / ".ipynb_checkpoints").mkdir()
+    frame = read_examples(main, Columns("text", "label", LABELS))
+    assert frame["text"].tolist() == ["bad film", "great film"]
+    assert frame["split"].tolist() == ["train", "train"]
+
+
+def test_out_of_domain_sets_need_no_split_column(tmp_path):
+    main = raw_main(tmp_path)
+    frame = make_sentences(30, seed=12).assign(part=["train"] * 20 + ["test"] * 10)
+    frame.to_csv(main / "000-all.csv", index=False)
+    (tmp_path / "raw" / "ood" / "other").mkdir(parents=True)
+    make_sentences(6, seed=13).to_csv(tmp_path / "raw" / "ood" / "other" / "000-o.csv",
+                                      index=False)
+    splits, _ = prepare_splits(tmp_path / "raw", Prepare(split_column="part"))
+    assert len(splits["ood_other"]) == 6 and len(splits["test"]) == 10
+
+
+def test_pairs_with_tail_truncation_are_refused_by_the_params_check():
+    from finetuning.config import config_from_dict
+    from finetuning.errors import ConfigError
+    from tests.conftest import repo_params
+
+    params = repo_params()
+    params["prepare"]["text_pair_column"] = "hypothesis"
+    params["tokenize"]["truncation"] = "tail"
+    with pytest.raises(ConfigError, match=r"tokenize.truncation must be head when "
+                       r"prepare.text_pair_column is set"):
+        config_from_dict(params)

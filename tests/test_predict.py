@@ -109,6 +109,16 @@ def test_bad_input_is_refused_with_no_output(model, tmp_path, capsys, case):
     assert not list(tmp_path.glob(".out.csv.tmp*"))
 
 
+def test_a_single_text_model_refuses_pairs(model, tmp_path, capsys):
+    pd.DataFrame({"text": ["good"], "hypothesis": ["it was good"]}).to_csv(
+        tmp_path / "pairs.csv", index=False)
+    out = tmp_path / "out.csv"
+    assert main(["predict", model, str(tmp_path / "pairs.csv"), "--text-pair-column",
+                 "hypothesis", "-o", str(out)]) == 1
+    assert "was trained on single texts: it takes no text_pair" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_missing_input_and_wrong_model(model, tmp_path, capsys):
     assert main(["predict", model, str(tmp_path / "nope.txt")]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -185,7 +185,10 @@ def test_report_shows_the_kept_step_calibration_and_classes(made):
     assert "validation ECE 0.1250 → 0.0312, log-loss 0.5000 → 0.3750" in text
     assert "| test | negative | 0.7500 | 1.0000 | 0.8571 | 3 |" in text
     assert "| test | positive | 1.0000 | 0.6667 | 0.8000 | 3 |" in text
-    assert "Test split (`metrics/eval.json`): ECE 0.2125." in text  # scored once, by evaluate
+    assert "Test split (`metrics/eval.json`): ECE 0.2125; a perfectly calibrated model " \
+           "would still show" in text  # scored once, by evaluate
+    assert re.search(r"show 0\.\d{4} on 6 rows from sampling alone \(95th percentile "
+                     r"0\.\d{4};", text)
     reliability = PILImage.open(Path(made.paths.reports) / "reliability.png")
     assert reliability.size == (500, 550) and "![reliability diagram](reliability.png)" in text
 

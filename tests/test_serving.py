@@ -130,6 +130,7 @@ def test_health_metadata_and_docs(server):
     meta = httpx.get(f"{url}/metadata").json()
     assert meta["labels"] == cfg.prepare.labels and meta["backend"] == "torch"
     assert meta["max_length"] == cfg.tokenize.max_length and meta["truncation"] == "head"
+    assert meta["text_pair"] is False
     assert meta["metrics"] == json.loads(open(cfg.paths.eval_metrics).read())
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]

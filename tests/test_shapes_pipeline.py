@@ -196,12 +196,15 @@ def test_predict_reads_pairs_from_a_table(pair_run, tmp_path, capsys):
     predictor = Predictor(model)
     expected = predictor.predict([a for a, _ in PAIRS], pairs=[b for _, b in PAIRS])
     assert [r["score"] for r in rows] == pytest.approx([e["score"] for e in expected])
-    alone = predictor.predict([a for a, _ in PAIRS])
-    assert [e["scores"] for e in expected] != [a["scores"] for a in alone]  # the pair counts
+    swapped = predictor.predict([b for _, b in PAIRS], pairs=[a for a, _ in PAIRS])
+    assert [e["scores"] for e in expected] != [s["scores"] for s in swapped]  # order counts
     (tmp_path / "in.txt").write_text("a\n")
     assert finetune(["predict", model, str(tmp_path / "in.txt"), "--text-pair-column",
                      "h"]) == 1
     assert "sentence pairs need a table input" in capsys.readouterr().err
+    assert finetune(["predict", model, str(tmp_path / "in.txt")]) == 1  # no pairs given
+    assert "was trained on sentence pairs (prepare.text_pair_column): give each text its " \
+           "pair (predict: --text-pair-column" in capsys.readouterr().err
 
 
 def test_serve_and_transformers_pipeline_take_pairs_as_hugging_face_does(pair_run, tmp_path):
@@ -212,15 +215,17 @@ def test_serve_and_transformers_pipeline_take_pairs_as_hugging_face_does(pair_ru
     inputs = [{"text": a, "text_pair": b} for a, b in PAIRS]
     with serving(model, log=tmp_path / "serve.log") as (port, _):
         url = f"http://127.0.0.1:{port}/predict"
-        many = httpx.post(url, json={"inputs": [*inputs, PAIRS[0][0]]}, timeout=30).json()
+        many = httpx.post(url, json={"inputs": inputs}, timeout=30).json()
         one = httpx.post(url, json={"inputs": inputs[1]}, timeout=30).json()
         bad = httpx.post(url, json={"inputs": {"text": "x", "pair": "y"}}, timeout=30)
-    assert [rows[0]["score"] for rows in many[:4]] == pytest.approx(
+        single = httpx.post(url, json={"inputs": [inputs[0], "just a text"]}, timeout=30)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30)
+    assert [rows[0]["score"] for rows in many] == pytest.approx(
         [e["score"] for e in expected], abs=1e-6)
     assert one[0][0]["score"] == pytest.approx(expected[1]["score"], abs=1e-6)
-    assert many[4][0]["score"] == pytest.approx(
-        Predictor(model).predict([PAIRS[0][0]])[0]["score"], abs=1e-6)
-    assert bad.status_code == 422
+    assert bad.status_code == 422 and single.status_code == 422
+    assert "a request mixes single texts and sentence pairs" in single.json()["error"]
+    assert health.json()["texts"] == 5  # refused requests never reached the model
     hf = pipeline("text-classification", model=model, device="cpu")
     for item, ours in zip(inputs, expected):
         theirs = hf(item)

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import yaml
@@ -132,6 +133,8 @@ def test_export_writes_onnx_graphs_that_match_torch(run_dir):
     assert set(figures["onnx_fp32"]) == set(figures["onnx_int8"]) == common | {
         "max_abs_logit_diff"}
     assert figures["onnx_fp32"]["max_abs_logit_diff"] <= 1e-4
+    graph = onnx.load(str(folder / "model.onnx"))  # single texts: no token types to feed
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask"]
     evaluated = json.loads(Path(cfg.paths.eval_metrics).read_text())["test"]["accuracy"]
     assert figures["torch_fp32"]["accuracy"] == evaluated  # predict's path = evaluate's
     assert figures["onnx_fp32"]["accuracy"] == evaluated

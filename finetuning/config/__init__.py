@@ -17,7 +17,7 @@ from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
 
-from finetuning.config.checks import build
+from finetuning.config.checks import build, check
 from finetuning.config.paths import check_paths
 from finetuning.config.sections import (OOD_PREFIX, SOURCE_FILE, Baseline, Evaluate, Export,
                                         Fetch, Lora, Paths, Prepare, Report, Tensorboard,
@@ -49,7 +49,15 @@ class Config:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Validate a params mapping (as read from params.yaml) into a `Config`."""
-    return build(Config, raw, "")
+    return check_across(build(Config, raw, ""))
+
+
+def check_across(cfg: Config) -> Config:
+    """The checks that span sections (each section checks its own keys)."""
+    check(not cfg.prepare.text_pair_column or cfg.tokenize.truncation == "head",
+          "tokenize.truncation", "head when prepare.text_pair_column is set (a pair is cut "
+          "longest-first, from the end of the longer text)", cfg.tokenize.truncation)
+    return cfg
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:

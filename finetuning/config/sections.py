@@ -83,10 +83,14 @@ class Prepare:
         check(self.validation_size + self.test_size < 1, "prepare.test_size",
               "such that validation_size + test_size < 1", self.test_size)
         check(self.max_rows >= 0, "prepare.max_rows", ">= 0 (0 keeps every row)", self.max_rows)
+        for key in ("text_column", "label_column"):
+            check(bool(getattr(self, key).strip()), f"prepare.{key}", "a column name",
+                  getattr(self, key))
         columns = [c for c in (self.text_column, self.text_pair_column, self.label_column,
                                self.split_column) if c]
-        check(len(set(columns)) == len(columns) and bool(self.text_column.strip()),
-              "prepare.*_column", "distinct column names (text_column non-empty)", columns)
+        check(len(set(columns)) == len(columns), "prepare.text_pair_column / split_column",
+              "column names other than text_column's, label_column's and each other's",
+              columns)
 
 
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -98,7 +102,7 @@ class Tokenize:
 
     max_length: int = 64
     truncation: str = "head"  # which tokens of a long text are kept: head | tail | head+tail
-    head_tokens: int = 128    # head+tail: tokens kept from the start; the rest from the end
+    head_tokens: int = 0      # head+tail: tokens kept from the start (0 = max_length // 4)
 
     def validate(self) -> None:
         check(8 <= self.max_length <= 8192, "tokenize.max_length", "an integer in [8, 8192]",
@@ -106,9 +110,9 @@ class Tokenize:
         check(self.truncation in TRUNCATIONS, "tokenize.truncation", f"one of {TRUNCATIONS}",
               self.truncation)
         if self.truncation == "head+tail":  # room for [CLS], [SEP] and one tail token
-            check(1 <= self.head_tokens <= self.max_length - 4, "tokenize.head_tokens",
-                  f"an integer in [1, max_length - 4 = {self.max_length - 4}]",
-                  self.head_tokens)
+            check(0 <= self.head_tokens <= self.max_length - 4, "tokenize.head_tokens",
+                  f"an integer in [0, max_length - 4 = {self.max_length - 4}] "
+                  "(0 = max_length // 4)", self.head_tokens)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Lora:
     alpha: int = 16
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-3
 
     def validate(self) -> None:
         check(self.r >= 1, "train.lora.r", "an integer >= 1", self.r)

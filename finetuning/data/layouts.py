@@ -23,14 +23,29 @@ from finetuning.errors import StageError
 log = logging.getLogger(__name__)
 
 FETCH_PREFIX = re.compile(r"^\d{3}-")  # fetch numbers the tables it copies: 000-<name>
-SPLIT_FILE = re.compile(r"^(train|validation|dev|test)(?:[-_.]|$)", re.IGNORECASE)
+# A split's own name, or a Hub shard of it (train-00000-of-00002[-<hash>]); not
+# `test_reviews.csv` or `train_2021.csv`, which are ordinary names.
+SPLIT_FILE = re.compile(r"^(train|validation|dev|test)(-\d{5}-of-\d{5}(-[0-9a-f]+)?)?$",
+                        re.IGNORECASE)
+HINT = ("; for a Hub dataset, fetch.hf_splits chooses which of its splits are fetched "
+        "(train, validation, test)")
 
 
 def file_split(path: Path) -> str | None:
     """The split a table file's name stands for (`train.csv`, `000-dev.jsonl`,
     `test-00000-of-00001.parquet`), or None."""
-    match = SPLIT_FILE.match(FETCH_PREFIX.sub("", path.name))
+    match = SPLIT_FILE.match(FETCH_PREFIX.sub("", path.name).split(".")[0])
     return SPLIT_NAMES[match.group(1).lower()] if match else None
+
+
+def visible(path: Path) -> bool:
+    """Not a hidden file or folder, nor an archiver's leftovers (`.ipynb_checkpoints`,
+    `__MACOSX`, macOS `._name.txt`)."""
+    return not path.name.startswith((".", "__MACOSX"))
+
+
+def folders_of(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
 
 
 def by_split(folders: list[Path]) -> bool:
@@ -42,10 +57,10 @@ def label_folder_files(root: Path) -> list[Path]:
     """The text files of a label-folder layout under `root`, relative to it: the `.txt`
     files exactly one folder (the label) below the top, or below a split folder. Other
     files (aclImdb's README, vocabularies, `urls_*.txt`) are not data."""
-    folders = [p for p in root.iterdir() if p.is_dir()]
-    depth = 3 if by_split(folders) else 2
-    return sorted(p.relative_to(root) for p in root.rglob("*.txt")
-                  if p.is_file() and len(p.relative_to(root).parts) == depth)
+    depth = 3 if by_split(folders_of(root)) else 2
+    found = (p.relative_to(root) for p in root.rglob("*.txt") if p.is_file())
+    return sorted(rel for rel in found if len(rel.parts) == depth
+                  and all(visible(Path(part)) for part in rel.parts))
 
 
 def read_examples(folder: Path, columns: Columns, origin: str | None = None) -> pd.DataFrame:
@@ -60,9 +75,9 @@ def read_examples(folder: Path, columns: Columns, origin: str | None = None) -> 
 
 def read_layout(folder: Path, columns: Columns) -> pd.DataFrame:
     """read_examples without the origin: tables, or label folders when there are folders."""
-    if any(p.is_dir() for p in folder.iterdir()):
+    if folders_of(folder):
         return read_label_folders(folder, columns)
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.is_file() and visible(p))
     if not files:
         raise StageError(f"no data files in {folder}; run the fetch stage first")
     frames = [to_examples(read_table(p), p, columns, class_names(p, columns.label))
@@ -74,7 +89,7 @@ def read_layout(folder: Path, columns: Columns) -> pd.DataFrame:
     if named and len(named) < len(files):
         others = [p.name for p, split in zip(files, splits) if not split]
         raise StageError(f"{folder}: {named} are named by split but {others} are not; name "
-                         "every file train.*, validation.* (or dev.*) or test.*, or none")
+                         f"every file train.*, validation.* (or dev.*) or test.*, or none{HINT}")
     return pd.concat([f.assign(split=s or "") for f, s in zip(frames, splits)],
                      ignore_index=True)
 
@@ -84,7 +99,7 @@ def read_label_folders(folder: Path, columns: Columns) -> pd.DataFrame:
     if columns.pair or columns.split:
         raise StageError(f"{folder} is a label-folder layout (one text per file): "
                          "prepare.text_pair_column and prepare.split_column need tables")
-    top = sorted(p for p in folder.iterdir() if p.is_dir())
+    top = folders_of(folder)
     groups = [(SPLIT_NAMES[p.name.lower()], p) for p in top] if by_split(top) else [("", folder)]
     return pd.concat([read_label_folder(root, split, columns) for split, root in groups],
                      ignore_index=True)
@@ -92,7 +107,7 @@ def read_label_folders(folder: Path, columns: Columns) -> pd.DataFrame:
 
 def read_label_folder(root: Path, split: str, columns: Columns) -> pd.DataFrame:
     """One folder per label under `root`, each holding `.txt` files."""
-    found = {p.name: p for p in root.iterdir() if p.is_dir()}
+    found = {p.name: p for p in folders_of(root)}
     missing = [name for name in columns.labels if name not in found]
     if missing:
         raise StageError(f"{root}: no folder for label(s) {missing}; expected one folder of "
@@ -104,9 +119,10 @@ def read_label_folder(root: Path, split: str, columns: Columns) -> pd.DataFrame:
                     columns.labels)
     rows = []
     for index, name in enumerate(columns.labels):
-        files = sorted(found[name].glob("*.txt"))
+        files = sorted(f for f in found[name].glob("*.txt") if visible(f))
         if not files:
             raise StageError(f"{found[name]}: empty label folder; expected .txt files, one "
                              f"text of label {name!r} each")
-        rows += [(decode_utf8(f.read_bytes(), f), index) for f in files]
+        rows += [(decode_utf8(f.read_bytes(), f).removeprefix("\ufeff"), index)
+                 for f in files]
     return pd.DataFrame(rows, columns=["text", "label"]).assign(split=split)

@@ -8,6 +8,7 @@ as extra evaluation splits.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -97,7 +98,12 @@ def own_splits(examples: pd.DataFrame, cfg: Prepare, origin: str
         dropped.update({k: dropped[k] + v for k, v in counts.items()})
         elsewhere = row_key(part).isin(set().union(*(row_key(s) for s in splits.values())))
         dropped["in_another_split"] += int(elsewhere.sum())
-        splits[name] = part[~elsewhere].reset_index(drop=True)
+        if elsewhere.all():
+            raise StageError(f"the {name} split of {origin} has no rows left: all "
+                             f"{len(part)} of its texts are also in a later split")
+        # A seeded shuffle, so no split is sorted by label (label folders are read so).
+        splits[name] = part[~elsewhere].sample(frac=1.0, random_state=cfg.seed
+                                               ).reset_index(drop=True)
     if "train" not in splits:
         raise StageError(f"{origin} has splits {sorted(splits)} but no train split; name a "
                          "file train.* (or the rows' split train)")
@@ -162,7 +168,8 @@ def prepare_splits(raw: Path, cfg: Prepare) -> tuple[dict[str, pd.DataFrame], di
     summary = {"dropped": {"main": dropped}, "split_from": made}
     ood_root = raw / "ood"
     for folder in sorted(ood_root.iterdir()) if ood_root.is_dir() else []:
-        examples = read_examples(folder, Columns.of(cfg), origins.get(folder.name))
+        columns = dataclasses.replace(Columns.of(cfg), split="")  # kept whole: no splits
+        examples = read_examples(folder, columns, origins.get(folder.name))
         ood, summary["dropped"][folder.name] = clean(examples.drop(columns="split"))
         splits[OOD_PREFIX + folder.name] = subsample(ood, cfg.max_rows, cfg.seed)
     summary["rows"] = {name: len(frame) for name, frame in splits.items()}

@@ -167,9 +167,12 @@ def to_examples(frame: pd.DataFrame, path: Path, columns: Columns,
     for row, value in enumerate(frame[columns.label], start=1):
         index = label_index(value, meaning)
         if index is None:
+            unlabelled = names is not None and value == -1  # datasets' mark of no label
             raise StageError(f"{path}: row {row}, column {columns.label!r} has label {value!r}; "
                              f"expected one of {meaning} or an index 0..{len(meaning) - 1} "
-                             "(prepare.labels)")
+                             "(prepare.labels)" + ("; -1 marks an unlabelled row of a Hub "
+                                                   "split: leave that split out with "
+                                                   "fetch.hf_splits" if unlabelled else ""))
         indices.append(columns.labels.index(meaning[index]))
     out["label"] = indices
     if columns.split:

@@ -71,7 +71,7 @@ def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase,
     training and of every prediction afterwards."""
     if not texts:  # the tokenizer cannot take an empty batch
         return Encoded([], [], None)
-    if pairs is None and truncation.mode == "head":
+    if pairs is None and truncation.mode == "head" and tokenizer.truncation_side == "right":
         return Encoded(*encode_head(texts, tokenizer, truncation.max_length), None)
     template = Template.of(tokenizer, pair=pairs is not None)
     budget = truncation.max_length - template.specials

@@ -12,7 +12,7 @@ from finetuning.errors import StageError
 
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
 BACKENDS = ("torch", *ONNX_FILES)
-INPUTS = ("input_ids", "attention_mask")  # every export takes these; BERT's token types too
+INPUTS = ("input_ids", "attention_mask")  # every export takes these; a pair model token types
 # torch, transformers and onnxruntime are imported where a backend loads, so that the
 # `finetune` command (its --help, check-params) starts in well under a second.
 
@@ -62,10 +62,7 @@ class OnnxBackend:
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        # Single texts come without token types: all zero, as BERT assumes them.
-        feed = {key: batch[key] if key in batch else np.zeros_like(batch["input_ids"])
-                for key in self.inputs}
-        return self.session.run(None, feed)[0]
+        return self.session.run(None, {key: batch[key] for key in self.inputs})[0]
 
 
 def resolve_backend(folder: str | Path, requested: str = "auto") -> str:

@@ -11,27 +11,32 @@ from pathlib import Path
 import torch
 
 from finetuning.data.tokenizer import load_tokenizer
+from finetuning.data.truncation import Truncation
+from finetuning.errors import StageError
 from finetuning.inference.backends import INPUTS, ONNX_FILES
 from finetuning.inference.model import load_classifier
 
 log = logging.getLogger(__name__)
 
 
-def graph_inputs(model: torch.nn.Module) -> tuple[str, ...]:
-    """input_ids and attention_mask, and token_type_ids where forward() takes them third
-    and the model has token types (BERT: sentence pairs then export too; the export passes
-    a positional tuple, so the order must be forward()'s)."""
-    params = list(inspect.signature(model.forward).parameters)[:3]
-    typed = params == [*INPUTS, "token_type_ids"] and \
-        getattr(model.config, "type_vocab_size", 0) > 1
-    return (*INPUTS, "token_type_ids") if typed else INPUTS
+def graph_inputs(model: torch.nn.Module, pairs: bool) -> tuple[str, ...]:
+    """input_ids and attention_mask; for a model trained on sentence pairs token_type_ids
+    too, which must be forward()'s third argument (BERT's order: the export passes a
+    positional tuple)."""
+    if not pairs:
+        return INPUTS
+    if list(inspect.signature(model.forward).parameters)[:3] != [*INPUTS, "token_type_ids"]:
+        raise StageError(f"{type(model).__name__} does not take token_type_ids third, so a "
+                         "model of sentence pairs cannot be exported with them")
+    return (*INPUTS, "token_type_ids")
 
 
 def export_onnx(folder: str | Path, out: Path, opset: int) -> Path:
     """Write `out/model.onnx` (batch and sequence axes dynamic) and the tokenizer and
     config of the HF folder `folder`; return the graph's path."""
     model = load_classifier(folder).eval()
-    inputs = graph_inputs(model)
+    tokenizer = load_tokenizer(folder)
+    inputs = graph_inputs(model, Truncation.recorded(tokenizer, None).pairs)
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in inputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {"logits": {0: "batch"}}
     target = out / ONNX_FILES["onnx"]
@@ -47,7 +52,7 @@ def export_onnx(folder: str | Path, out: Path, opset: int) -> Path:
                           input_names=list(inputs), output_names=["logits"],
                           dynamic_axes=axes)
     model.config.save_pretrained(out)
-    load_tokenizer(folder).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     log.info("exported %s (%.1f MB)", target, target.stat().st_size / 2**20)
     return target
 

@@ -21,6 +21,7 @@ from finetuning.data.batching import TokenizedSplit, collate, padding_aware_batc
 from finetuning.data.tokenization import encode_texts
 from finetuning.data.tokenizer import load_tokenizer
 from finetuning.data.truncation import Truncation
+from finetuning.errors import StageError
 from finetuning.inference.backends import load_backend
 from finetuning.monitoring.drift import read_reference
 
@@ -74,6 +75,16 @@ class Predictor:
     def max_length(self) -> int:
         return self.truncation.max_length
 
+    def check_pairs(self, paired: bool) -> None:
+        """Refuse single texts for a model trained on pairs, and pairs for one trained on
+        single texts: either would be scored on inputs it never learned."""
+        if paired != self.truncation.pairs:
+            raise StageError(
+                f"{self.folder} was trained on sentence pairs (prepare.text_pair_column): "
+                "give each text its pair (predict: --text-pair-column; serve: inputs "
+                '{"text": ..., "text_pair": ...})' if self.truncation.pairs else
+                f"{self.folder} was trained on single texts: it takes no text_pair")
+
     def encode(self, texts: list[str], pairs: list[str] | None = None
                ) -> tuple[TokenizedSplit, np.ndarray]:
         """Token ids of every text (or pair), tokenized and truncated as in training, as
@@ -92,6 +103,7 @@ class Predictor:
             pairs: list[str] | None = None) -> Scored:
         """Logits of every text (with its `pairs` text, if given) in input order, with its
         token count and truncation."""
+        self.check_pairs(pairs is not None)
         logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         split, truncated = self.encode(texts, pairs)
         with tqdm(total=len(texts), unit="text", desc="predict", disable=not progress,

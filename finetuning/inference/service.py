@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from finetuning.errors import StageError
 from finetuning.inference.batcher import MicroBatcher
 from finetuning.inference.predictor import Predictor, ranked, transform
 from finetuning.inference.telemetry import DriftWatch, Telemetry
@@ -114,6 +115,7 @@ def metadata(predictor: Predictor, metrics_file: Path | None) -> dict:
     commit = git_state([], cwd=predictor.folder)
     return {"model": str(predictor.folder.resolve()), "labels": predictor.labels,
             "max_length": predictor.max_length, "truncation": predictor.truncation.mode,
+            "text_pair": predictor.truncation.pairs,
             "backend": predictor.backend.name,
             "commit": commit, "metrics": scores}
 
@@ -124,15 +126,11 @@ def create_app(predictor: Predictor, limits: Limits, metrics_file: Path | None =
     telemetry = Telemetry(predictor.labels, predictor.reference, watch)
 
     def run_batch(items: list[Item]) -> np.ndarray:
-        logits = np.zeros((len(items), len(predictor.labels)), dtype=np.float32)
-        for paired in (False, True):  # single texts and pairs tokenize apart
-            rows = [i for i, (_, pair) in enumerate(items) if (pair is not None) == paired]
-            if rows:
-                scored = predictor.run([items[i][0] for i in rows],
-                                       pairs=[items[i][1] for i in rows] if paired else None)
-                telemetry.observe_batch(scored)
-                logits[rows] = scored.logits
-        return logits
+        # Every item is of the model's kind (/predict checks): all pairs or all single.
+        pairs = [pair for _, pair in items] if predictor.truncation.pairs else None
+        scored = predictor.run([text for text, _ in items], pairs=pairs)
+        telemetry.observe_batch(scored)
+        return scored.logits
 
     batcher = MicroBatcher(run_batch, limits.max_batch, limits.max_wait_ms,
                            on_wait=telemetry.queue_wait.observe)
@@ -215,6 +213,12 @@ def add_routes(app: FastAPI, batcher: MicroBatcher, predictor: Predictor, limits
         check_limits(items, limits)
         if not items:
             return []
+        try:
+            predictor.check_pairs(items[0][1] is not None)
+            if len({pair is None for _, pair in items}) > 1:
+                raise StageError("a request mixes single texts and sentence pairs")
+        except StageError as err:
+            return JSONResponse(status_code=422, content={"error": str(err)})
         parameters = request.parameters or Parameters()
         scores = transform(await batcher.submit(items), parameters.function_to_apply or "softmax")
         return [ranked(row, predictor.labels, parameters.top_k) for row in scores]
