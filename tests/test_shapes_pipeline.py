@@ -138,7 +138,8 @@ def test_three_classes_are_scored_weighted_and_reported(imdb_run):
     for label in LABELS:
         assert f"Average precision of '{label}' against the rest" in report
     assert "micro average over classes" in report and "class weights | neg " in report
-    assert "test: the source's own" in report and "tokenize.truncation | head+tail" in report
+    assert "train the source's own, validation carved from train (0.1), test the source's " \
+           "own" in report and "tokenize.truncation | head+tail" in report
 
 
 PAIRS = [("the film was great", "it was good"), ("the film was great", "it was bad"),

@@ -63,11 +63,19 @@ def data_section(run: RunData, cfg: Config) -> Section:
         f"Token lengths after truncation at `tokenize.max_length` = {cfg.tokenize.max_length}"
         f" (`{cfg.paths.tokenize_metrics}`); label shares from `{cfg.paths.prepare_metrics}`.",
         data_table(run.prepared, run.tokenized, cfg.prepare.labels),
-        "Where the splits came from: " + ", ".join(
-            f"{split}: {origin}" for split, origin in run.prepared.get("split_from", {}).items())
-        + ". Rows dropped (a text with two labels loses every row; a text in two of the "
-        "source's splits stays only in the later of train < validation < test):",
+        f"Where the splits came from: {split_origins(run.prepared)}. Rows dropped (a text "
+        "with two labels loses every row; a text in two of the source's splits stays only "
+        "in the later of train < validation < test):",
         dropped_table(run.prepared)])
+
+
+def split_origins(prepared: dict) -> str:
+    """prepare's `split_from`, train first: the source's own, carved, or stratified."""
+    made = prepared.get("split_from", {})
+    if len(set(made.values())) == 1:
+        return f"every split {next(iter(made.values()))}"
+    return ", ".join(f"{split} {made[split]}" for split in ("train", "validation", "test")
+                     if split in made) or "not recorded"
 
 
 def curve_summary(scalars: dict[str, list[tuple[int, float]]]) -> Table:
