@@ -33,14 +33,16 @@ class TorchBackend:
     def __init__(self, folder: str | Path):
         import torch
 
+        from finetuning.data.batching import model_inputs
         from finetuning.inference.model import load_classifier
 
         self.torch, self.model = torch, load_classifier(folder).eval()
+        self.inputs = model_inputs  # the keys a model is given: batching's own list
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with self.torch.inference_mode():
-            inputs = {key: self.torch.from_numpy(value) for key, value in batch.items()
-                      if key in (*INPUTS, "token_type_ids")}
+            inputs = {key: self.torch.from_numpy(value)
+                      for key, value in self.inputs(batch).items()}
             return self.model(**inputs).logits.float().numpy()
 
 
