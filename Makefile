@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install repro test serve tensorboard plots clean
+.PHONY: install repro test serve tensorboard plots preset clean
 
 install: $(VENV)/.installed
 
@@ -30,12 +30,17 @@ test: install           ## unit, stage and end-to-end tests
 serve: install          ## serve the Prefect deployment finetune/main (needs PREFECT_API_URL)
 	$(BIN)/python -m flows.finetune serve
 
-tensorboard: install    ## watch training live on http://127.0.0.1:6006 (runs: train, eval)
-	$(BIN)/tensorboard --logdir_spec train:logs/tensorboard,eval:logs/eval --host 127.0.0.1 \
+tensorboard: install    ## watch training live on http://127.0.0.1:6006 (runs: pretrain, train, eval)
+	$(BIN)/tensorboard --logdir_spec pretrain:logs/pretrain,train:logs/tensorboard,eval:logs/eval \
+	  --host 127.0.0.1 \
 	  --port 6006
 
 plots: install          ## render dvc plots offline into dvc_plots/index.html
 	dvc plots show
 
+preset: install         ## run presets/$(NAME).yaml as the DVC experiment $(NAME)
+	@test -n "$(NAME)" || { echo "usage: make preset NAME=<name>; presets:" $$(ls presets | sed 's/\.yaml$$//'); exit 2; }
+	$(BIN)/finetune preset $(NAME)
+
 clean:                  ## remove pipeline outputs (`dvc checkout` brings them back from the cache)
-	rm -rf data models logs checkpoints predictions reports   # metrics/ and plots/ are in git
+	rm -rf data models logs checkpoints checkpoints-pretrain predictions reports  # metrics/, plots/: git

@@ -24,9 +24,11 @@ def model_inputs(frame: pd.DataFrame) -> pd.Series | pd.DataFrame:
 
 
 def fit_baseline(train: pd.DataFrame, cfg: Baseline) -> Pipeline:
-    """Fit word n-gram TF-IDF features and a logistic regression on the train split."""
+    """Fit word (or character) n-gram TF-IDF features and a logistic regression on the
+    train split."""
     def vectorizer() -> TfidfVectorizer:
-        return TfidfVectorizer(ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df,
+        return TfidfVectorizer(analyzer=cfg.analyzer, ngram_range=(1, cfg.ngram_max),
+                               min_df=cfg.min_df,
                                max_features=cfg.max_features or None, sublinear_tf=True)
     features = vectorizer() if "text_pair" not in train else ColumnTransformer(
         [(column, vectorizer(), column) for column in ("text", "text_pair")])

@@ -4,6 +4,7 @@
     finetune predict MODEL INPUT [-o OUTPUT]   label a file of texts (or - for stdin)
     finetune serve MODEL [--port 8000]         answer requests over HTTP
     finetune check-params [--params FILE]      validate params without running a stage
+    finetune preset NAME                       run presets/NAME.yaml as a DVC experiment
     finetune join --nnodes N --node-rank R --master-addr HOST   train on another machine
 """
 from __future__ import annotations
@@ -33,12 +34,27 @@ def check_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset(args: argparse.Namespace) -> int:
+    """Run presets/NAME.yaml the way `dvc exp run` runs an experiment: its overrides are
+    checked, then `dvc exp run -n NAME -S key=value ...` runs the pipeline with them; the
+    workspace ends with the preset's params and outputs, and `dvc exp show` lists it."""
+    import shlex
+    import subprocess
+
+    from finetuning.presets import experiment_command
+
+    command = experiment_command(args.name)
+    print(shlex.join(command), file=sys.stderr if not args.print else sys.stdout)
+    return 0 if args.print else subprocess.call(command)
+
+
 def join(args: argparse.Namespace) -> int:
     """Join node 0's training run from another machine: start this node's ranks of the
     train stage. Node 0 runs `dvc repro` and writes every output; this command does no
     DVC bookkeeping and writes nothing. Its tokenized data, params and base model must be
     node 0's: the ranks compare fingerprints and refuse to train on a mismatch."""
     from finetuning.errors import StageError
+    from finetuning.pretraining.base import base_of
     from finetuning.training.launch import Topology, launch_distributed
 
     topology = Topology.from_args(args)
@@ -49,7 +65,7 @@ def join(args: argparse.Namespace) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # as the stage itself: local folders only
     cfg = load_config(args.params)
     for what, path in (("tokenized data", cfg.paths.tokenized),
-                       ("base model", cfg.paths.base_model)):
+                       ("base model", base_of(cfg.paths))):
         if not Path(path).is_dir():
             raise StageError(f"{path} not found: this node needs node 0's {what} (`dvc pull "
                              "tokenize` or `dvc repro tokenize` at node 0's commit)")
@@ -192,6 +208,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="params file, node 0's (default: %(default)s)")
     add_topology_options(parser)
     parser.set_defaults(run=join)
+
+    parser = commands.add_parser("preset", help="run a named setup of presets/ as the DVC "
+                                 "experiment of that name", description=preset.__doc__)
+    parser.add_argument("name", help="a presets/<name>.yaml (e.g. zh-scratch)")
+    parser.add_argument("--print", action="store_true",
+                        help="print the dvc exp run command instead of running it")
+    parser.set_defaults(run=preset)
 
     parser = commands.add_parser("check-params", help="validate params.yaml as the stages "
                                  "would, without running one", description=check_params.__doc__)

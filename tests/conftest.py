@@ -203,7 +203,7 @@ def reproduced_repo(reproduced, tmp_path) -> Path:
     return Path(shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True))
 
 
-PIPELINE = ("fetch", "prepare", "tokenize", "train", "evaluate", "export", "baseline", "report",
+PIPELINE = ("fetch", "prepare", "pretrain", "tokenize", "train", "evaluate", "export", "baseline", "report",
             "card")
 
 

@@ -19,14 +19,16 @@ from ruamel.yaml import YAML, YAMLError
 
 from finetuning.config.checks import build, check
 from finetuning.config.paths import check_paths
+from finetuning.config.pretraining import SCRATCH, Pretrain, Scratch
 from finetuning.config.sections import (OOD_PREFIX, SOURCE_FILE, Baseline, Evaluate, Export,
                                         Fetch, Lora, Paths, Prepare, Report, Tensorboard,
                                         Tokenize, Train)
 from finetuning.errors import ConfigError
 
-__all__ = ["OOD_PREFIX", "PARAMS_FILE", "SOURCE_FILE", "Baseline", "Config", "ConfigError",
-           "Evaluate", "Export", "Fetch", "Lora", "Paths", "Prepare", "Report", "Tensorboard",
-           "Tokenize", "Train", "config_from_dict", "load_config", "read_params"]
+__all__ = ["OOD_PREFIX", "PARAMS_FILE", "SCRATCH", "SOURCE_FILE", "Baseline", "Config",
+           "ConfigError", "Evaluate", "Export", "Fetch", "Lora", "Paths", "Prepare", "Pretrain",
+           "Report", "Scratch", "Tensorboard", "Tokenize", "Train", "config_from_dict",
+           "load_config", "read_params"]
 
 PARAMS_FILE = "params.yaml"
 
@@ -38,6 +40,8 @@ class Config:
     paths: Paths
     fetch: Fetch = field(default_factory=Fetch)
     prepare: Prepare = field(default_factory=Prepare)
+    pretrain: Pretrain = field(default_factory=Pretrain)
+    scratch: Scratch = field(default_factory=Scratch)
     tokenize: Tokenize = field(default_factory=Tokenize)
     train: Train = field(default_factory=Train)
     tensorboard: Tensorboard = field(default_factory=Tensorboard)
@@ -57,6 +61,9 @@ def check_across(cfg: Config) -> Config:
     check(not cfg.prepare.text_pair_column or cfg.tokenize.truncation == "head",
           "tokenize.truncation", "head when prepare.text_pair_column is set (a pair is cut "
           "longest-first, from the end of the longer text)", cfg.tokenize.truncation)
+    check(cfg.fetch.model != SCRATCH or cfg.pretrain.max_length <= cfg.scratch.max_positions,
+          "pretrain.max_length", f"<= scratch.max_positions ({cfg.scratch.max_positions})",
+          cfg.pretrain.max_length)
     return cfg
 
 

@@ -17,6 +17,10 @@ class Paths:
     raw_data: str
     base_model: str
     prepared: str
+    pretrained: str            # the base tokenize and train use (pretrain's output)
+    pretrain_tensorboard: str
+    pretrain_checkpoints: str
+    pretrain_metrics: str
     tokenized: str
     trained: str
     finetuned: str
@@ -247,10 +251,14 @@ class Export:
                   getattr(self, key))
 
 
+ANALYZERS = ("word", "char")
+
+
 @dataclass(frozen=True)
 class Baseline:
     """TF-IDF + logistic regression: the bar the fine-tuned model has to clear."""
 
+    analyzer: str = "word"  # word n-grams, or char: character n-grams (Chinese, Japanese)
     ngram_max: int = 2
     min_df: int = 2
     max_features: int = 0
@@ -259,6 +267,8 @@ class Baseline:
     seed: int = 42
 
     def validate(self) -> None:
+        check(self.analyzer in ANALYZERS, "baseline.analyzer", f"one of {ANALYZERS}",
+              self.analyzer)
         check(1 <= self.ngram_max <= 5, "baseline.ngram_max", "an integer in [1, 5]",
               self.ngram_max)
         check(self.min_df >= 1, "baseline.min_df", "an integer >= 1 (documents)", self.min_df)

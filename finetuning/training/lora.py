@@ -11,22 +11,13 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from safetensors import safe_open
 
 from finetuning.config import Lora
+from finetuning.pretraining.base import has_trained_pooler
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FOLDER = "adapter"  # in the trained folder: adapter_config.json + its weights
-
-
-def has_trained_pooler(base_folder: str | Path) -> bool:
-    """Whether the base checkpoint holds pooler weights."""
-    for path in Path(base_folder).glob("*.safetensors"):
-        with safe_open(str(path), "pt") as weights:
-            if any(".pooler." in f".{key}" for key in weights.keys()):
-                return True
-    return False
 
 
 def with_lora(model: torch.nn.Module, lora: Lora, base_folder: str | Path) -> PeftModel:

@@ -21,6 +21,7 @@ from finetuning.inference.model import load_classifier, predict_logits
 from finetuning.metrics import classification_report
 from finetuning.monitoring.monitor import Monitor
 from finetuning.monitoring.writer import MetricsWriter
+from finetuning.pretraining.base import base_of, has_trained_pooler
 from finetuning.provenance import hardware
 from finetuning.training.calibration import fit_temperature, fold_temperature
 from finetuning.training.checkpoint import data_fingerprint, fingerprint, load_checkpoint
@@ -37,10 +38,14 @@ def build_trainer(cfg: Config, runtime: Runtime) -> tuple[Trainer, PreTrainedTok
     quiet_unless_main(runtime)
     torch.manual_seed(cfg.train.seed)
     splits = load_splits(paths.tokenized)
-    tokenizer = load_tokenizer(paths.base_model)
-    model = load_classifier(paths.base_model, cfg.prepare.labels)
+    base = base_of(paths)
+    tokenizer = load_tokenizer(base)
+    model = load_classifier(base, cfg.prepare.labels)
+    if not has_trained_pooler(base):
+        log.info("%s has no pooler weights (masked-LM pretraining trains none): the pooler "
+                 "starts from BERT's initialisation, seeded by train.seed, and trains", base)
     if cfg.train.method == "lora":
-        model = with_lora(model, cfg.train.lora, paths.base_model)
+        model = with_lora(model, cfg.train.lora, base)
     model = model.to(runtime.device).train()  # from_pretrained gives eval mode: no dropout
     torch.manual_seed(cfg.train.seed + runtime.rank)  # each rank its own dropout masks
     texts = read_texts(paths.prepared, "validation")
@@ -89,7 +94,7 @@ def run_training(trainer: Trainer) -> tuple[dict, dict]:
     them and log the projector; close the log. Returns (figures that compare runs, what
     ran). The splits are scored once, by the evaluate stage, not here."""
     cfg, runtime, module = trainer.cfg, trainer.runtime, trainer.module
-    log.info("training %s (%.1fM parameters) on %s x%d, %s, %d steps", cfg.paths.base_model,
+    log.info("training %s (%.1fM parameters) on %s x%d, %s, %d steps", base_of(cfg.paths),
              module.num_parameters() / 1e6, runtime.device, runtime.world_size,
              cfg.train.precision, trainer.total)
     ran = {}
