@@ -159,7 +159,7 @@ def add_drift_threshold(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """predict, serve, join, check-params."""
+    """predict, serve, then the pipeline commands."""
     parser = commands.add_parser("predict", help="label a file of texts with a model",
                                  description=predict.__doc__)
     add_model_options(parser)
@@ -201,7 +201,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="predictions before drift is computed (default: %(default)s)")
     add_drift_threshold(parser)
     parser.set_defaults(run=serve)
+    add_pipeline_commands(commands)
 
+
+def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    """join, preset, check-params: the commands that run or check pipeline stages."""
     parser = commands.add_parser("join", help="train on this machine as node 1.. of node "
                                  "0's multi-node run", description=join.__doc__)
     parser.add_argument("--params", default=PARAMS_FILE,

@@ -33,7 +33,7 @@ def pretrain(cfg: Config) -> None:
         return
     with stage_outputs() as out:
         write_pointer(out.dir(paths.pretrained), Path(paths.base_model))
-        out.json(paths.pretrain_metrics, {"steps": 0, "base": "fetched"})
+        out.json(paths.pretrain_metrics, {"steps": 0})
     for folder in (paths.pretrain_tensorboard, paths.pretrain_checkpoints):
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True)

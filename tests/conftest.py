@@ -203,8 +203,8 @@ def reproduced_repo(reproduced, tmp_path) -> Path:
     return Path(shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True))
 
 
-PIPELINE = ("fetch", "prepare", "pretrain", "tokenize", "train", "evaluate", "export", "baseline", "report",
-            "card")
+PIPELINE = ("fetch", "prepare", "pretrain", "tokenize", "train", "evaluate", "export",
+            "baseline", "report", "card")
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ def params_in(folder: Path, **paths: str) -> Path:
     ({"reports": "../reports"}, "paths.reports: '../reports' resolves to"),
     ({"onnx": "."}, "paths.onnx: '.' resolves to"),
     ({"eval_metrics": "dvc.yaml"}, "paths.eval_metrics: 'dvc.yaml' is inside 'dvc.yaml'"),
-    ({"plots": "logs"}, "paths.tensorboard"),
+    ({"plots": "logs"}, "paths.pretrain_tensorboard"),
     ({"plots": "logs"}, "and paths.plots"),
     ({"trained": "models/finetuned"}, "paths.trained"),
 ])

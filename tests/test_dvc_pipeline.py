@@ -37,10 +37,12 @@ def test_repro_is_cached_and_experiments_compare(reproduced, reproduced_repo):
     assert ran(again.stdout) == [] and "up to date" in again.stdout
     assert run(["dvc", "status"], tiny_repo).stdout.strip().endswith("up to date.")
     # DVC metrics are the figures that compare runs: scores, the baseline's, the train
-    # summary, the export's speed; counts, lengths and hardware are plain outputs.
+    # summary, pretraining's, the export's speed; counts, lengths and hardware are plain
+    # outputs.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], tiny_repo).stdout)
     files = shown[""]["data"]
-    assert set(files) == {f"metrics/{n}.json" for n in ("eval", "baseline", "train", "export")}
+    assert set(files) == {f"metrics/{n}.json"
+                          for n in ("eval", "baseline", "train", "export", "pretrain")}
     leaves = [v for f in files.values() for v in leaf_values(f["data"])]
     assert leaves and all(isinstance(v, (int, float)) for v in leaves)  # no strings
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase, get_scheduler
 
 from finetuning.config import Pretrain
+from finetuning.errors import StageError
 from finetuning.data.batching import length_grouped_batches
 from finetuning.monitoring.writer import MetricsWriter
 from finetuning.training.checkpoint import save_checkpoint
@@ -37,25 +38,28 @@ def encode(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int
 class Figures:
     """Sums since the last log step, on the device (read back only at log steps)."""
 
-    loss: torch.Tensor
+    loss: torch.Tensor  # summed over masked tokens: a batch with none masked adds nothing
     correct: torch.Tensor
     masked: torch.Tensor
-    steps: int = 0
 
     @classmethod
     def zeros(cls, device: torch.device) -> Figures:
         return cls(*(torch.zeros((), device=device) for _ in range(3)))
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """One batch; its `loss` is the mean over its masked tokens (NaN when there are
+        none: a few short texts can draw no mask at all)."""
         where = labels != IGNORED
-        self.loss += loss.detach()
+        count = where.sum()
+        self.loss += torch.where(count > 0, loss.detach() * count, 0.0)
         self.correct += (logits.detach()[where].argmax(-1) == labels[where]).sum()
-        self.masked += where.sum()
-        self.steps += 1
+        self.masked += count
 
     def means(self) -> dict[str, float]:
-        loss = self.loss.item() / max(self.steps, 1)
-        return {"loss": loss, "masked_accuracy": self.correct.item() / max(self.masked.item(), 1),
+        """Per masked token since the last log step."""
+        masked = max(self.masked.item(), 1)
+        loss = self.loss.item() / masked
+        return {"loss": loss, "masked_accuracy": self.correct.item() / masked,
                 "perplexity": math.exp(min(loss, 50.0))}
 
 
@@ -110,6 +114,10 @@ class MlmRun:
             if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                 last = {**figures.means(),
                         "learning_rate": self.optimizer.param_groups[0]["lr"]}
+                if not math.isfinite(last["loss"]):
+                    raise StageError(f"pretraining diverged by step {self.step} (loss "
+                                     f"{last['loss']}): lower pretrain.learning_rate "
+                                     f"({self.cfg.learning_rate}) or raise pretrain.warmup")
                 writer.scalars(last, self.step, prefix="pretrain/")
                 bar.set_postfix(loss=f"{last['loss']:.3f}")
                 figures = Figures.zeros(self.device)

@@ -108,8 +108,8 @@ def run_pretraining(cfg: Config) -> None:
                            purge_step=state["step"] + 1 if state else None)
     final = run.run(writer, paths.pretrain_checkpoints) if steps else {}
     writer.close()
-    summary = {"steps": steps, "base": "scratch" if is_scratch(paths.base_model) else "fetched",
-               "texts": len(texts), "corpus_texts": len(corpus), "vocab_size": len(tokenizer),
+    summary = {"steps": steps, "texts": len(texts), "corpus_texts": len(corpus),
+               "vocab_size": len(tokenizer),
                "parameters": sum(p.numel() for p in model.base_model.parameters()),
                "seconds": round(run.seconds, 1),
                "samples_per_second": round(steps * cfg.pretrain.batch_size

@@ -11,6 +11,7 @@ from ruamel.yaml import YAML
 from finetuning.config import Config
 from finetuning.monitoring.drift import REFERENCE_FILE
 from finetuning.reporting.document import Code, Section, fmt, to_markdown
+from finetuning.reporting.pretraining import base_story
 from finetuning.reporting.records import Records, flatten_eval
 from finetuning.reporting.tables import (data_table, deployment_table, detail_table, key_params,
                                          training_table)
@@ -79,7 +80,8 @@ def limits(records: Records, cfg: Config) -> list[str]:
     test, data = records.scores.get("test", {}), source_of(records, "data", cfg.fetch.data)
     labels = ", ".join(f"`{name}`" for name in cfg.prepare.labels)
     lines = [f"It labels a text as one of {labels}, for texts like its training data "
-             f"(`{data}`). Texts are cut at {cfg.tokenize.max_length} tokens."]
+             f"(`{data}`). Texts are cut at {cfg.tokenize.max_length} tokens.",
+             base_story(records.pretrain, cfg)]
     for name, scores in records.scores.get("ood", {}).items():
         drop = 100 * (scores["accuracy"] - test.get("accuracy", 0))
         lines.append(f"On out-of-domain `{name}` texts its accuracy is "

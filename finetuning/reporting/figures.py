@@ -30,15 +30,22 @@ def to_png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def curves_figure(scalars: dict[str, Series]) -> bytes:
-    """Loss, accuracy and learning rate per optimizer step; train and validation together."""
-    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(13, 3.8))
-    for ax, (title, tags) in zip(axes, CURVE_PANELS):
+PRETRAIN_PANELS = (("masked-LM loss", ("pretrain/loss",)),
+                   ("masked-token accuracy", ("pretrain/masked_accuracy",)),
+                   ("perplexity", ("pretrain/perplexity",)),
+                   ("learning rate", ("pretrain/learning_rate",)))
+
+
+def curves_figure(scalars: dict[str, Series], panels=CURVE_PANELS) -> bytes:
+    """One panel per (title, tags) of `panels` (default: loss, accuracy and learning rate
+    per optimizer step, train and validation together)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.8))
+    for ax, (title, tags) in zip(axes, panels):
         for tag in tags:
             if scalars.get(tag):
                 steps, values = zip(*scalars[tag])
                 ax.plot(steps, values, marker="o" if tag.startswith("eval") else None,
-                        label="validation" if tag.startswith("eval") else "train")
+                        label="validation" if tag.startswith("eval") else tag.split("/")[0])
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)

@@ -19,6 +19,7 @@ class Records:
 
     source: dict
     prepared: dict
+    pretrain: dict       # metrics/pretrain.json: steps 0 when the fetched base passed through
     tokenized: dict
     train: dict          # metrics/train.json and metrics/train_run.json, merged
     scores: dict
@@ -30,9 +31,9 @@ class Records:
 def record_files(paths: Paths) -> list[Path]:
     """The files `Records` holds."""
     return [Path(p) for p in (paths.source_record, paths.prepare_metrics,
-                              paths.tokenize_metrics, paths.train_metrics, paths.train_run,
-                              paths.eval_metrics, paths.eval_classes, paths.baseline_metrics,
-                              paths.export_metrics)]
+                              paths.pretrain_metrics, paths.tokenize_metrics,
+                              paths.train_metrics, paths.train_run, paths.eval_metrics,
+                              paths.eval_classes, paths.baseline_metrics, paths.export_metrics)]
 
 
 def run_commit(paths: Paths) -> str:
@@ -52,10 +53,10 @@ def load_records(paths: Paths, what: str) -> Records:
     """Every record, or a StageError naming the missing ones."""
     files = record_files(paths)
     require(files, what)
-    source, prepared, tokenized, train, ran, scores, classes, baseline, export = (
+    source, prepared, pretrain, tokenized, train, ran, scores, classes, baseline, export = (
         read_json(f) for f in files)
-    return Records(source, prepared, tokenized, {**ran, **train}, scores, classes, baseline,
-                   export)
+    return Records(source, prepared, pretrain, tokenized, {**ran, **train}, scores, classes,
+                   baseline, export)
 
 
 def flatten_eval(metrics: dict) -> dict[str, dict]:

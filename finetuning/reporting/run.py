@@ -19,6 +19,7 @@ class RunData(Records):
     """Everything the report reads: the records, the event files, the test predictions."""
 
     scalars: dict[str, list[tuple[int, float]]]
+    pretrain_scalars: dict[str, list[tuple[int, float]]]  # empty when nothing pretrained
     predictions: pd.DataFrame
 
 
@@ -27,7 +28,9 @@ def load_run(paths: Paths) -> RunData:
     predictions = Path(paths.predictions) / TEST_PREDICTIONS
     require([predictions, paths.tensorboard], "report")
     records = load_records(paths, "report")
+    pretrained = Path(paths.pretrain_tensorboard)
     return RunData(**vars(records), scalars=read_scalars(paths.tensorboard),
+                   pretrain_scalars=read_scalars(pretrained) if pretrained.is_dir() else {},
                    predictions=pd.read_csv(predictions, keep_default_na=False,
                                            dtype={"text": str, "label": str,
                                                   "predicted": str}))

@@ -1,5 +1,6 @@
 """The sections of the report, top to bottom: summary, metrics against the baseline,
-training curves, test errors, data, what ran. Each takes the loaded run and returns a
+calibration, pretraining, training curves, test errors, deployment, data, what ran. Each
+takes the loaded run and returns a
 `Section` of paragraphs, tables and images."""
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from finetuning.reporting.document import MISSING, Image, Section, Table, fmt
 from finetuning.reporting.figures import confusion_figure, curves_figure, pr_roc_figure, to_png
 from finetuning.reporting.mistakes import mistakes_table
 from finetuning.reporting.plots import Curves
+from finetuning.reporting.pretraining import pretraining_section
 from finetuning.reporting.reliability import ece_noise, reliability_figure
 from finetuning.reporting.tables import (class_table, comparison_table, data_table,
                                          deployment_table, detail_table, dropped_table,
@@ -33,13 +35,19 @@ def summary_section(run: RunData, commit: str) -> Section:
     model, data = run.source.get("model", {}), run.source.get("data", {})
     seconds = run.train.get("train_seconds")
     return Section("Summary", [
-        f"Commit `{commit}`, report written {now}. `{model.get('source')}` "
-        f"({fmt(run.train.get('num_parameters'))} parameters) fine-tuned on "
+        f"Commit `{commit}`, report written {now}. `{model.get('source')}`"
+        f"{pretrained_note(run.pretrain)} ({fmt(run.train.get('num_parameters'))} parameters) "
+        "fine-tuned on "
         f"`{data.get('source')}` ({fmt(run.prepared.get('rows', {}).get('train'))} training "
         f"rows): {run.train.get('steps')} optimizer steps over {run.train.get('epochs')} "
         f"epoch(s) in {fmt(seconds, None)} s on `{run.train.get('device')}` "
         f"x{run.train.get('world_size')}.",
         verdict(run.scores, run.baseline)])
+
+
+def pretrained_note(pretrain: dict) -> str:
+    steps = pretrain.get("steps")
+    return f", pretrained for {steps} masked-LM steps," if steps else ""
 
 
 def what_ran(run: RunData, cfg: Config) -> Section:
@@ -198,5 +206,6 @@ def build_sections(run: RunData, cfg: Config, commit: str, curves: Curves) -> li
     """The report, top to bottom."""
     return [summary_section(run, commit),
             metrics_section(run, cfg.paths), calibration_section(run, cfg.prepare.labels),
+            pretraining_section(run.pretrain, run.pretrain_scalars, cfg),
             curves_section(run.scalars, cfg.paths), errors_section(run, cfg, curves),
             deployment_section(run, cfg.paths), data_section(run, cfg), what_ran(run, cfg)]
