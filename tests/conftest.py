@@ -144,8 +144,8 @@ def run_stage_main(stage: str, params_file: Path) -> None:
         sys.argv = argv
 
 
-REPO_FILES = ["finetuning", "stages", "flows", "dvc.yaml", "params.yaml", "pyproject.toml",
-              ".dvc/config", ".dvcignore", ".gitignore", "dvc_plots"]
+REPO_FILES = ["finetuning", "stages", "flows", "presets", "dvc.yaml", "params.yaml",
+              "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore", "dvc_plots"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

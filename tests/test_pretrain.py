@@ -168,14 +168,37 @@ def test_fine_tuning_starts_from_the_pretrained_base(scratch_run):
 def test_a_batch_with_no_masked_token_leaves_the_logged_figures_finite():
     import torch
 
-    from finetuning.pretraining.mlm import IGNORED, Figures
+    from finetuning.pretraining.mlm import Figures
 
     figures = Figures.zeros(torch.device("cpu"))
-    logits = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])
-    figures.add(torch.tensor(0.5), logits, torch.tensor([[0, 0]]))  # 1 of 2 right
-    figures.add(torch.tensor(float("nan")), logits, torch.full((1, 2), IGNORED))
-    figures.add(torch.tensor(2.0), logits, torch.tensor([[IGNORED, 1]]))  # right
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    figures.add(torch.tensor(0.5), logits, torch.tensor([0, 0]))  # 1 of 2 right
+    figures.add(torch.tensor(float("nan")), logits[:0], torch.tensor([], dtype=torch.long))
+    figures.add(torch.tensor(2.0), logits[1:], torch.tensor([1]))  # right
     means = figures.means()
     assert means["loss"] == pytest.approx((0.5 * 2 + 2.0) / 3)  # per masked token
     assert means["masked_accuracy"] == pytest.approx(2 / 3)
     assert means["perplexity"] == pytest.approx(math.exp(1.0))
+
+
+def test_the_masked_only_head_gives_the_models_own_loss_and_gradients():
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from finetuning.pretraining.mlm import IGNORED, masked_lm
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=32)).eval()
+    ids = torch.randint(5, 50, (3, 9))
+    labels = torch.where(torch.rand(3, 9) < 0.3, ids, IGNORED)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    loss, logits, kept = masked_lm(model, batch)
+    loss.backward()
+    ours = model.cls.predictions.transform.dense.weight.grad.clone()
+    model.zero_grad()
+    full = model(**batch)
+    full.loss.backward()
+    assert loss.item() == pytest.approx(full.loss.item(), abs=1e-6)
+    assert torch.equal(kept, labels[labels != IGNORED]) and logits.shape == (len(kept), 50)
+    assert torch.allclose(ours, model.cls.predictions.transform.dense.weight.grad, atol=1e-6)

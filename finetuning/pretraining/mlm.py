@@ -47,12 +47,11 @@ class Figures:
         return cls(*(torch.zeros((), device=device) for _ in range(3)))
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """One batch; its `loss` is the mean over its masked tokens (NaN when there are
-        none: a few short texts can draw no mask at all)."""
-        where = labels != IGNORED
-        count = where.sum()
+        """One batch: the logits and labels of its masked tokens, and `loss`, their mean
+        (NaN when there are none: a few short texts can draw no mask at all)."""
+        count = torch.tensor(labels.numel(), device=labels.device)
         self.loss += torch.where(count > 0, loss.detach() * count, 0.0)
-        self.correct += (logits.detach()[where].argmax(-1) == labels[where]).sum()
+        self.correct += (logits.detach().argmax(-1) == labels).sum()
         self.masked += count
 
     def means(self) -> dict[str, float]:
@@ -61,6 +60,22 @@ class Figures:
         loss = self.loss.item() / masked
         return {"loss": loss, "masked_accuracy": self.correct.item() / masked,
                 "perplexity": math.exp(min(loss, 50.0))}
+
+
+def masked_lm(model: torch.nn.Module, batch: dict[str, torch.Tensor]
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, logits and labels of the masked tokens. BERT's head (`cls`) projects only
+    those onto the vocabulary: the other 85% of the projection, a third of a small BERT's
+    step, would be thrown away. Other heads get the whole sequence's logits."""
+    labels = batch["labels"]
+    where = labels != IGNORED
+    head = getattr(model, "cls", None)
+    if head is None:
+        out = model(**batch)
+        return out.loss, out.logits[where], labels[where]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = head(model.base_model(**inputs).last_hidden_state[where])
+    return torch.nn.functional.cross_entropy(logits, labels[where]), logits, labels[where]
 
 
 class MlmRun:
@@ -92,13 +107,14 @@ class MlmRun:
     def train_step(self, figures: Figures) -> None:
         batch = self.collator([{"input_ids": self.ids[i]} for i in self.batch_rows(self.step)])
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        out = self.model(**batch)
-        out.loss.backward()
+        loss, logits, labels = masked_lm(self.model, batch)
+        if labels.numel():  # else nothing to learn from (and a NaN loss)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        figures.add(out.loss, out.logits, batch["labels"])
+        figures.add(loss, logits, labels)
         self.step += 1
 
     def run(self, writer: MetricsWriter, checkpoints: str) -> dict[str, float]:
