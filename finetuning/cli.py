@@ -37,15 +37,20 @@ def check_params(args: argparse.Namespace) -> int:
 def preset(args: argparse.Namespace) -> int:
     """Run presets/NAME.yaml the way `dvc exp run` runs an experiment: its overrides are
     checked, then `dvc exp run -n NAME -S key=value ...` runs the pipeline with them; the
-    workspace ends with the preset's params and outputs, and `dvc exp show` lists it."""
+    workspace ends with the preset's params and outputs, and `dvc exp show` lists it.
+    params.yaml must be the committed one: the preset is laid over it."""
     import shlex
     import subprocess
 
-    from finetuning.presets import experiment_command
+    from finetuning.presets import check_committed, experiment_command
 
     command = experiment_command(args.name)
-    print(shlex.join(command), file=sys.stderr if not args.print else sys.stdout)
-    return 0 if args.print else subprocess.call(command)
+    if args.print:
+        print(shlex.join(command))
+        return 0
+    check_committed()
+    print(shlex.join(command), file=sys.stderr)
+    return subprocess.call(command)
 
 
 def join(args: argparse.Namespace) -> int:

@@ -69,6 +69,21 @@ def overrides(preset: dict, cls: type = Config, prefix: str = "") -> list[str]:
     return args
 
 
+def check_committed(params_file: str | Path = "params.yaml") -> None:
+    """Refuse a params file that differs from the last commit's: `dvc exp run -S` lays the
+    preset over the workspace's params, so an earlier experiment's (say another
+    preset's data) would leak into this one."""
+    import subprocess
+
+    differs = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(params_file)],
+                             capture_output=True).returncode == 1  # else: not in git
+    if differs:
+        raise ConfigError(f"{params_file} differs from the last commit's (an applied "
+                          "experiment, or edits): a preset is laid over the committed "
+                          f"params, so commit yours or restore them first (`git checkout "
+                          f"{params_file}`)")
+
+
 def experiment_command(name: str, params_file: str | Path = "params.yaml",
                        folder: Path = PRESETS) -> list[str]:
     """The `dvc exp run` command of preset `name`, after checking the params it makes."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from finetuning.config import Config
+from finetuning.config import SCRATCH, Config
 from finetuning.monitoring.drift import REFERENCE_FILE
 from finetuning.reporting.document import Code, Section, fmt, to_markdown
 from finetuning.reporting.pretraining import base_story
@@ -54,7 +54,9 @@ def metadata(records: Records, cfg: Config, name: str) -> dict:
     """The card's YAML metadata: language and license of the base, data, metrics."""
     base = base_metadata(cfg.paths.base_model)
     data = records.source.get("data", {}).get("source", cfg.fetch.data)
-    meta = {"language": base.get("language", "en"),
+    # A base built from scratch has no card to say its language: none is claimed for it.
+    language = base.get("language", None if cfg.fetch.model == SCRATCH else "en")
+    meta = {**({"language": language} if language else {}),
             "license": base.get("license", DEFAULT_LICENSE),
             "library_name": "transformers", "pipeline_tag": "text-classification",
             "tags": ["text-classification", "finetune-pipeline"],
