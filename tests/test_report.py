@@ -94,6 +94,7 @@ def write_inputs(root: Path) -> Config:
     files = {
         paths.source_record: {"data": {"source": "reviews.csv"},
                                                "model": {"source": "tiny-bert"}, "ood": {}},
+        paths.pretrain_metrics: {"steps": 0},  # the fetched base passed through
         paths.prepare_metrics: {"rows": {"train": 40, "test": 6},
                                 "labels": {"train": {"negative": 30, "positive": 10},
                                            "test": {"negative": 3, "positive": 3}}},
