@@ -2,7 +2,8 @@
 padded per batch and masked by transformers' collator (15% of the tokens; of those 80%
 [MASK], 10% a random token, 10% kept), AdamW with linear warmup and decay, figures kept on
 the device between log steps, and checkpoints that resume bit-exactly on the CPU (the
-masking and dropout draw from torch's RNG, whose state the checkpoint holds)."""
+masking and dropout draw from torch's RNG, whose state the checkpoint holds; on a GPU the
+dropout draws from CUDA's, which it does not hold)."""
 from __future__ import annotations
 
 import logging

@@ -98,7 +98,10 @@ def run_pretraining(cfg: Config) -> None:
     model, tokenizer = model_to_pretrain(cfg, texts, resuming=state is not None)
     corpus = corpus_texts(paths.raw_data, cfg.prepare.text_column)
     ids = encode(texts + corpus, tokenizer, cfg.pretrain.max_length)
-    run = MlmRun(cfg.pretrain, model, tokenizer, ids, torch.device("cpu"), run_id)
+    # a GPU when there is one (the collator masks on the CPU either way); not distributed
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("pretraining on %s", device)
+    run = MlmRun(cfg.pretrain, model.to(device), tokenizer, ids, device, run_id)
     if state:
         run.resume(state)
     else:
