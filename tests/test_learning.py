@@ -217,7 +217,8 @@ def test_a_killed_lora_run_resumes_to_the_same_weights(learnable):
 
 def test_an_untrained_pooler_trains_with_lora_and_a_trained_one_stays_frozen(tmp_path):
     """A masked-LM checkpoint has no pooler weights: with adapters on query/value only,
-    its random pooler would stay frozen, so it trains with the head."""
+    its random pooler would stay frozen, so it trains with the head. The default targets
+    put an adapter on a trained pooler; an untrained one trains fully instead."""
     from transformers import BertConfig, BertModel
 
     from finetuning.config import Lora
@@ -229,7 +230,12 @@ def test_an_untrained_pooler_trains_with_lora_and_a_trained_one_stays_frozen(tmp
     for pooled in (True, False):
         folder = tmp_path / str(pooled)
         BertModel(config, add_pooling_layer=pooled).save_pretrained(folder)
-        model = with_lora(load_classifier(folder, ["a", "b", "c"]), Lora(r=4), folder)
-        counts[pooled] = trainable_parameters(model)
-    adapters, head, pooler = 2 * (4 * 16 + 16 * 4), 16 * 3 + 3, 16 * 16 + 16
-    assert counts == {True: adapters + head, False: adapters + head + pooler}
+        for targets in (["query", "value"], Lora().target_modules):
+            lora = Lora(r=4, target_modules=targets)
+            model = with_lora(load_classifier(folder, ["a", "b", "c"]), lora, folder)
+            counts[pooled, len(targets)] = trainable_parameters(model)
+    adapter, head, pooler = 4 * 16 + 16 * 4, 16 * 3 + 3, 16 * 16 + 16
+    assert Lora().target_modules == ["query", "value", "pooler.dense"]
+    assert counts == {(True, 2): 2 * adapter + head, (True, 3): 3 * adapter + head,
+                      (False, 2): 2 * adapter + head + pooler,
+                      (False, 3): 2 * adapter + head + pooler}

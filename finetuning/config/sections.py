@@ -128,8 +128,9 @@ class Lora:
 
     r: int = 8
     alpha: int = 16
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["query", "value", "pooler.dense"])
     learning_rate: float = 2e-3
 
     def validate(self) -> None:
