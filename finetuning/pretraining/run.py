@@ -24,6 +24,7 @@ from finetuning.pretraining.corpus import CORPUS, corpus_texts, train_texts
 from finetuning.pretraining.mlm import MlmRun, encode
 from finetuning.pretraining.scratch import scratch_model, train_tokenizer
 from finetuning.training.checkpoint import clear_checkpoints, load_checkpoint
+from finetuning.training.runtime import init_runtime
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +92,13 @@ def save_base(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder
 def run_pretraining(cfg: Config) -> None:
     """Pretrain (resuming a fitting checkpoint) and write the base and its figures."""
     paths, steps = cfg.paths, cfg.pretrain.steps
-    if cfg.pretrain.threads:
-        torch.set_num_threads(cfg.pretrain.threads)
+    device = init_runtime(cfg.pretrain.threads).device  # a GPU when torch sees one
     texts, run_id = train_texts(paths.prepared), fingerprint(cfg)
     state = load_checkpoint(paths.pretrain_checkpoints, run_id) if steps else None
     model, tokenizer = model_to_pretrain(cfg, texts, resuming=state is not None)
     corpus = corpus_texts(paths.raw_data, cfg.prepare.text_column)
     ids = encode(texts + corpus, tokenizer, cfg.pretrain.max_length)
-    # a GPU when there is one (the collator masks on the CPU either way); not distributed
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    log.info("pretraining on %s", device)
+    log.info("pretraining on %s (one process; the collator masks on the CPU)", device)
     run = MlmRun(cfg.pretrain, model.to(device), tokenizer, ids, device, run_id)
     if state:
         run.resume(state)
