@@ -56,8 +56,11 @@ def figures(data: dict) -> dict:
     """The comparison's figures of one run, from its DVC metrics."""
     metrics = {k: v.get("data", {}) for k, v in (data.get("metrics") or {}).items()}
     pretrain = metrics.get("metrics/pretrain.json", {})
-    return {"test_accuracy": metrics["metrics/eval.json"]["test"]["accuracy"],
-            "baseline_test_accuracy": metrics["metrics/baseline.json"]["test"]["accuracy"],
+    scores, baseline = metrics["metrics/eval.json"], metrics["metrics/baseline.json"]
+    return {"test_accuracy": scores["test"]["accuracy"],
+            "baseline_test_accuracy": baseline["test"]["accuracy"],
+            "validation_accuracy": scores["validation"]["accuracy"],
+            "baseline_validation_accuracy": baseline["validation"]["accuracy"],
             "pretrain_steps": pretrain.get("steps", 0),
             "pretrain_seconds": pretrain.get("seconds", 0.0),
             "train_seconds": metrics["metrics/train.json"]["train_seconds"]}
