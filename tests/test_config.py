@@ -41,6 +41,7 @@ def test_repo_params_load_with_defaults_matching():
     ({"tokenize": {"max_length": 2}}, "tokenize.max_length must be an integer in [8, 8192]"),
     ({"fetch": {"ood": {"bad name": "x.csv"}}}, "fetch.ood.bad name"),
     ({"fetch": {"ood": ["x.csv"]}}, "fetch.ood must be a mapping"),
+    ({"pretrain": {"dropout": 1.0}}, "pretrain.dropout must be a probability in [0, 1), got 1.0"),
     ({"train": {"schedule": "cyclic"}}, "train.schedule must be one of ('linear', 'cosine',"),
     ({"train": {"num_processes": 2}}, "train.num_processes is no longer a param: use the "
      "train stage's --nproc-per-node option (or PET_NPROC_PER_NODE)"),

@@ -202,3 +202,27 @@ def test_the_masked_only_head_gives_the_models_own_loss_and_gradients():
     assert loss.item() == pytest.approx(full.loss.item(), abs=1e-6)
     assert torch.equal(kept, labels[labels != IGNORED]) and logits.shape == (len(kept), 50)
     assert torch.allclose(ours, model.cls.predictions.transform.dense.weight.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_pretrain_dropout_is_the_runs_and_the_base_keeps_its_own(dropout):
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from finetuning.config import Pretrain
+    from finetuning.pretraining.mlm import MlmRun
+
+    tokenizer = train_tokenizer(["好评 很好", "差评 不好"], 100, 16)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16,
+                                       num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32))
+    MlmRun(Pretrain(steps=1, dropout=dropout), model, tokenizer, [[2, 5, 6, 3]],
+           torch.device("cpu"), "run")
+    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {dropout}
+    ids = torch.tensor([[2, 5, 6, 5, 6, 3]])
+    model.train()
+    first, second = (model.base_model(input_ids=ids).last_hidden_state for _ in range(2))
+    assert torch.equal(first, second) == (dropout == 0.0)
+    assert model.config.hidden_dropout_prob == 0.1  # what fine-tuning will use
+    assert model.config.attention_probs_dropout_prob == 0.1

@@ -22,6 +22,7 @@ class Pretrain:
     warmup: float = 0.06
     max_length: int = 128
     mlm_probability: float = 0.15
+    dropout: float = 0.1      # of every dropout layer while pretraining (the base keeps its own)
     corpus: str = ""          # an unlabeled source (any fetch source string); "" = none
     log_every: int = 20
     checkpoint_every: int = 200
@@ -45,6 +46,7 @@ class Pretrain:
               self.max_length)
         check(0 < self.mlm_probability < 1, "pretrain.mlm_probability", "a fraction in (0, 1)",
               self.mlm_probability)
+        check(0 <= self.dropout < 1, "pretrain.dropout", "a probability in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)
