@@ -9,11 +9,20 @@ own), one after the other, timed end to end; the workspace and its outputs are l
 alone. Without `--run` it reads the arms already saved as experiments (by `make preset`,
 or `dvc exp run -n zh-nopretrain -S pretrain.steps=0` after it). Either way the figures
 come from `dvc exp show --json -A`: each arm's newest experiment of that name.
+
+One seed's fine-tuning moves test accuracy by a point or more here, so `--seeds 1 2`
+adds each arm again as `<arm>-seed1`, `<arm>-seed2` with that `train.seed` (the fine-tune
+seed: pretraining is the same and DVC restores it from its cache) and prints each arm's
+mean and spread, and pretraining's gain per seed (zh-scratch less zh-nopretrain, same
+seed):
+
+    python -m benchmarks.pretraining --run --arms zh-scratch zh-nopretrain --seeds 1 2
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -27,12 +36,18 @@ ARMS = {"zh-scratch": ("zh-scratch", []),
         "en-itpt": ("en-itpt", [])}
 
 
-def run_arm(name: str) -> float:
+def seeded(arm: str, seed: int | None) -> str:
+    """The experiment name of `arm` fine-tuned with `train.seed` `seed` (None: params')."""
+    return arm if seed is None else f"{arm}-seed{seed}"
+
+
+def run_arm(arm: str, seed: int | None) -> float:
     """One arm as a temporary DVC experiment; its wall-clock seconds."""
-    preset, extra = ARMS[name]
-    sets = [*overrides(read_preset(preset)), *extra]
+    preset, extra = ARMS[arm]
+    sets = [*overrides(read_preset(preset)), *extra,
+            *([f"train.seed={seed}"] if seed is not None else [])]
     started = time.perf_counter()
-    subprocess.run(["dvc", "exp", "run", "--temp", "-n", name,
+    subprocess.run(["dvc", "exp", "run", "--temp", "-n", seeded(arm, seed),
                     *(a for s in sets for a in ("-S", s))], check=True)
     return time.perf_counter() - started
 
@@ -66,32 +81,72 @@ def figures(data: dict) -> dict:
             "train_seconds": metrics["metrics/train.json"]["train_seconds"]}
 
 
+def spread(rows: dict[str, dict], arm: str, seeds: list[int]) -> dict:
+    """Test and validation accuracy of `arm` over its seeds: each, their mean and sample
+    standard deviation (0 for one seed)."""
+    runs = [rows[seeded(arm, seed)] for seed in [None, *seeds]]
+    out: dict = {"runs": len(runs)}
+    for key in ("test_accuracy", "validation_accuracy"):
+        values = [run[key] for run in runs]
+        out[key] = values
+        out[f"{key}_mean"] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def gains(rows: dict[str, dict], seeds: list[int]) -> dict:
+    """Points of test accuracy zh-scratch gains over zh-nopretrain and over its baseline,
+    per fine-tune seed and on average."""
+    names = [(seeded("zh-scratch", s), seeded("zh-nopretrain", s)) for s in [None, *seeds]]
+    over_none = [(rows[a]["test_accuracy"] - rows[b]["test_accuracy"]) * 100 for a, b in names]
+    over_baseline = [(rows[a]["test_accuracy"] - rows[a]["baseline_test_accuracy"]) * 100
+                     for a, _ in names]
+    return {"over_no_pretraining": over_none, "over_baseline": over_baseline,
+            "over_no_pretraining_mean": statistics.fmean(over_none),
+            "over_baseline_mean": statistics.fmean(over_baseline)}
+
+
+def report(rows: dict[str, dict], arms: list[str], seeds: list[int]) -> dict:
+    """Print every run, then each arm's spread over seeds and pretraining's gain."""
+    for name, row in rows.items():
+        print(f"{name:20} " + "  ".join(f"{k}={v:.4g}" for k, v in row.items()))
+    summary = {"seeds": ["params", *seeds],
+               "arms": {arm: spread(rows, arm, seeds) for arm in arms}}
+    for arm, s in summary["arms"].items():
+        print(f"{arm}: test {s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}, "
+              f"validation {s['validation_accuracy_mean']:.4f} ± "
+              f"{s['validation_accuracy_std']:.4f} over {s['runs']} fine-tune seed(s)")
+    if {"zh-scratch", "zh-nopretrain"} <= set(arms):
+        summary["zh_gain_points"] = g = gains(rows, seeds)
+        print("zh-scratch: pretraining " + ", ".join(f"{x:+.2f}" for x in
+              g["over_no_pretraining"]) + f" points over none (mean "
+              f"{g['over_no_pretraining_mean']:+.2f}), {g['over_baseline_mean']:+.2f} over "
+              "the baseline on average")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="store_true", help="run the arms first")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[], metavar="N",
+                        help="also each arm with train.seed N, as <arm>-seedN")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    wall = {name: round(run_arm(name), 1) for name in args.arms} if args.run else {}
+    runs = [(arm, s) for arm in args.arms for s in [None, *args.seeds]]
+    names = [seeded(*r) for r in runs]
+    wall = {seeded(*r): round(run_arm(*r), 1) for r in runs} if args.run else {}
     saved = experiments()
-    missing = [name for name in args.arms if name not in saved]
+    missing = [name for name in names if name not in saved]
     if missing:
         print(f"no experiment named {', '.join(missing)}: run them first (--run, or "
               "make preset NAME=...)", file=sys.stderr)
         return 1
     rows = {name: {**figures(saved[name]), **({"wall_seconds": wall[name]} if wall else {})}
-            for name in [*args.arms, "HEAD"] if name in saved}
-    for name, row in rows.items():
-        print(f"{name:14} " + "  ".join(f"{k}={v:.4g}" for k, v in row.items()))
-    if "zh-scratch" in rows and "zh-nopretrain" in rows:
-        ours = rows["zh-scratch"]
-        print(f"zh-scratch: pretraining "
-              f"{(ours['test_accuracy'] - rows['zh-nopretrain']['test_accuracy']) * 100:+.2f}"
-              f" points over none, "
-              f"{(ours['test_accuracy'] - ours['baseline_test_accuracy']) * 100:+.2f} over "
-              "the baseline")
+            for name in [*names, "HEAD"] if name in saved}
+    summary = report(rows, args.arms, args.seeds)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({**rows, "summary": summary}, indent=2) + "\n")
     return 0
 
 

@@ -302,3 +302,29 @@ def test_lora_vs_full_mfu_and_medians():
     rows = summarize(runs + lora, True)
     assert sorted(rows) == ["full", "lora@0.001", "lora@0.002"]
     assert rows["lora@0.001"]["validation_accuracy"] == 0.8  # the median of 0.7 and 0.9
+
+
+def test_pretraining_benchmark_spreads_seeds_and_pairs_the_gain_per_seed(capsys):
+    from benchmarks.pretraining import report, seeded
+
+    def row(test, validation, baseline=0.85):
+        return {"test_accuracy": test, "validation_accuracy": validation,
+                "baseline_test_accuracy": baseline}
+
+    rows = {"zh-scratch": row(0.84, 0.85), "zh-scratch-seed1": row(0.86, 0.83),
+            "zh-nopretrain": row(0.83, 0.82), "zh-nopretrain-seed1": row(0.82, 0.80),
+            "HEAD": row(0.5, 0.5)}
+    assert seeded("zh-scratch", None) == "zh-scratch" and seeded("a", 7) == "a-seed7"
+    summary = report(rows, ["zh-scratch", "zh-nopretrain"], [1])
+    ours = summary["arms"]["zh-scratch"]
+    assert ours["runs"] == 2 and ours["test_accuracy"] == [0.84, 0.86]
+    assert ours["test_accuracy_mean"] == pytest.approx(0.85)
+    assert ours["test_accuracy_std"] == pytest.approx(0.02 / 2 ** 0.5)
+    gain = summary["zh_gain_points"]  # paired by seed: 0.84 - 0.83, 0.86 - 0.82
+    assert gain["over_no_pretraining"] == pytest.approx([1.0, 4.0])
+    assert gain["over_no_pretraining_mean"] == pytest.approx(2.5)
+    assert gain["over_baseline"] == pytest.approx([-1.0, 1.0])
+    assert "+1.00, +4.00 points over none (mean +2.50)" in capsys.readouterr().out
+    single = report({"zh-scratch": row(0.84, 0.85)}, ["zh-scratch"], [])
+    assert single["arms"]["zh-scratch"]["test_accuracy_std"] == 0.0
+    assert "zh_gain_points" not in single
