@@ -12,11 +12,16 @@ come from `dvc exp show --json -A`: each arm's newest experiment of that name.
 
 One seed's fine-tuning moves test accuracy by a point or more here, so `--seeds 1 2`
 adds each arm again as `<arm>-seed1`, `<arm>-seed2` with that `train.seed` (the fine-tune
-seed: pretraining is the same and DVC restores it from its cache) and prints each arm's
-mean and spread, and pretraining's gain per seed (zh-scratch less zh-nopretrain, same
-seed):
+seed) and prints each arm's mean and spread, and pretraining's gain per seed (zh-scratch
+less zh-nopretrain, same seed). Under `--run` each seed pretrains again: DVC's run-cache
+skips stages with a persistent output, as pretrain's checkpoints are. To pretrain once,
+run the seeds in the workspace after the preset, then read them back:
 
-    python -m benchmarks.pretraining --run --arms zh-scratch zh-nopretrain --seeds 1 2
+    make preset NAME=zh-scratch
+    dvc exp run -n zh-scratch-seed1 -S train.seed=1
+    dvc exp run -n zh-nopretrain -S pretrain.steps=0 -S train.seed=42
+    dvc exp run -n zh-nopretrain-seed1 -S pretrain.steps=0 -S train.seed=1
+    python -m benchmarks.pretraining --arms zh-scratch zh-nopretrain --seeds 1
 """
 from __future__ import annotations
 
