@@ -44,6 +44,11 @@ ARMS = {"zh-scratch": ("zh-scratch", []),
 DEFAULT_ARMS = ["zh-scratch", "zh-nopretrain", "en-itpt"]
 
 
+def with_params_seed(seeds: list[int]) -> list[int | None]:
+    """The fine-tune seeds of each arm: params.yaml's own (None), then `seeds`."""
+    return [None, *seeds]
+
+
 def seeded(arm: str, seed: int | None) -> str:
     """The experiment name of `arm` fine-tuned with `train.seed` `seed` (None: params')."""
     return arm if seed is None else f"{arm}-seed{seed}"
@@ -92,7 +97,7 @@ def figures(data: dict) -> dict:
 def spread(rows: dict[str, dict], arm: str, seeds: list[int]) -> dict:
     """Test and validation accuracy of `arm` over its seeds: each, their mean and sample
     standard deviation (0 for one seed)."""
-    runs = [rows[seeded(arm, seed)] for seed in [None, *seeds]]
+    runs = [rows[seeded(arm, seed)] for seed in with_params_seed(seeds)]
     out: dict = {"runs": len(runs)}
     for key in ("test_accuracy", "validation_accuracy"):
         values = [run[key] for run in runs]
@@ -105,7 +110,8 @@ def spread(rows: dict[str, dict], arm: str, seeds: list[int]) -> dict:
 def gains(rows: dict[str, dict], seeds: list[int]) -> dict:
     """Points of test accuracy zh-scratch gains over zh-nopretrain and over its baseline,
     per fine-tune seed and on average."""
-    names = [(seeded("zh-scratch", s), seeded("zh-nopretrain", s)) for s in [None, *seeds]]
+    names = [(seeded("zh-scratch", s), seeded("zh-nopretrain", s))
+             for s in with_params_seed(seeds)]
     over_none = [(rows[a]["test_accuracy"] - rows[b]["test_accuracy"]) * 100 for a, b in names]
     over_baseline = [(rows[a]["test_accuracy"] - rows[a]["baseline_test_accuracy"]) * 100
                      for a, _ in names]
@@ -141,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also each arm with train.seed N, as <arm>-seedN")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    runs = [(arm, s) for arm in args.arms for s in [None, *args.seeds]]
+    runs = [(arm, s) for arm in args.arms for s in with_params_seed(args.seeds)]
     names = [seeded(*r) for r in runs]
-    wall = {seeded(*r): round(run_arm(*r), 1) for r in runs} if args.run else {}
+    wall = {n: round(run_arm(*r), 1) for n, r in zip(names, runs)} if args.run else {}
     saved = experiments()
     missing = [name for name in names if name not in saved]
     if missing:
